@@ -1,0 +1,1 @@
+"""Reading and writing the YouTube-8M record formats."""
