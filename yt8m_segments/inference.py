@@ -1,0 +1,69 @@
+r"""Score every 5-frame segment of the test videos and write a submission.
+
+  python -m yt8m_segments.inference --train_dir=F \
+      --input_data_pattern='test-*.tfrecord' --output_file=submission.csv \
+      --segment_max_pred=100000
+
+A fine-tuned run knows its segment classes. A model over the whole vocabulary
+(a pretrained run used without fine-tuning) is restricted to the classes of
+--segment_labels_file.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from yt8m_segments import flag_defs
+from yt8m_segments import predict
+from yt8m_segments import run_artifacts
+from yt8m_segments import submission
+from yt8m_segments.data import classes
+from yt8m_segments.data import views
+
+flags.DEFINE_string("input_data_pattern", None, "Glob of test records.")
+flags.DEFINE_string("output_file", None, "Where to write the submission CSV.")
+
+FLAGS = flags.FLAGS
+
+
+def segment_classes_of(run, segment_labels_file):
+    """The classes to rank: the file's, else the run's own (a fine-tuned run)."""
+    if segment_labels_file:
+        return classes.read_segment_label_ids(segment_labels_file)
+    if run.config.get("stage") == "finetune":
+        return run.class_ids
+    raise app.UsageError(
+        f"{run.train_dir} predicts the whole vocabulary; name the segment "
+        "classes with --segment_labels_file")
+
+
+def infer(train_dir, input_data_pattern, output_file, segment_max_pred,
+          batch_size, segment_labels_file=None):
+    """Predict every test window and write the submission; returns its size."""
+    run = run_artifacts.Run(train_dir)
+    class_ids = segment_classes_of(run, segment_labels_file)
+    dataset = views.test_segment_dataset(input_data_pattern, run.feature_spec,
+                                         batch_size)
+    segment_ids, probabilities, _ = predict.predict_segments(
+        run.model, dataset, run.columns_for(class_ids))
+    logging.info("predicted %d segments x %d classes", *probabilities.shape)
+    submission.write_submission(output_file, segment_ids, probabilities,
+                                class_ids, segment_max_pred)
+    return probabilities.shape
+
+
+def main(argv):
+    del argv
+    for name in ("train_dir", "input_data_pattern", "output_file"):
+        if not getattr(FLAGS, name):
+            raise app.UsageError(f"--{name} is required")
+    infer(FLAGS.train_dir, FLAGS.input_data_pattern, FLAGS.output_file,
+          FLAGS.segment_max_pred, FLAGS.batch_size, FLAGS.segment_labels_file)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,80 @@
+"""Deep Bag of Frames, the starter code's `DbofModel` aggregator."""
+
+import keras
+from keras import ops
+
+from yt8m_segments.layers import masked_pooling
+
+
+@keras.saving.register_keras_serializable(package="yt8m_segments")
+class DBoF(keras.layers.Layer):
+    """Project frames onto clusters, pool over real frames, then a hidden layer.
+
+    frames -> [BN] -> x W_cluster -> BN -> relu6 -> pool over frames
+    -> x W_hidden -> BN -> relu6. Batch norm runs with the frame mask so padded
+    frames never enter the batch statistics, and pooling skips them too.
+
+    Call: `frames` [B, T, D] float, `mask` [B, T] bool (None = all real).
+    Output: [B, hidden_size].
+    """
+
+    def __init__(self, cluster_size=8192, hidden_size=1024, pooling="max",
+                 add_batch_norm=True, **kwargs):
+        super().__init__(**kwargs)
+        self.cluster_size = cluster_size
+        self.hidden_size = hidden_size
+        self.pooling = pooling
+        self.add_batch_norm = add_batch_norm
+        self._pool = masked_pooling.get(pooling)
+        # The frame mask is consumed here: the pooled output has no frame axis.
+        self.supports_masking = True
+        self.input_norm = (keras.layers.BatchNormalization(name="input_bn")
+                           if add_batch_norm else None)
+        self.cluster = keras.layers.Dense(
+            cluster_size, use_bias=not add_batch_norm, name="cluster")
+        self.cluster_norm = (keras.layers.BatchNormalization(name="cluster_bn")
+                             if add_batch_norm else None)
+        self.hidden = keras.layers.Dense(
+            hidden_size, use_bias=not add_batch_norm, name="hidden")
+        self.hidden_norm = (keras.layers.BatchNormalization(name="hidden_bn")
+                            if add_batch_norm else None)
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if self.add_batch_norm:
+            self.input_norm.build(input_shape)
+            self.cluster_norm.build(input_shape[:-1] + (self.cluster_size,))
+            self.hidden_norm.build((input_shape[0], self.hidden_size))
+        self.cluster.build(input_shape)
+        self.hidden.build((input_shape[0], self.cluster_size))
+
+    def call(self, frames, mask=None, training=None):
+        if mask is None:
+            mask = ops.ones(ops.shape(frames)[:2], dtype="bool")
+        x = frames
+        if self.add_batch_norm:
+            x = self.input_norm(x, training=training, mask=mask)
+        x = self.cluster(x)
+        if self.add_batch_norm:
+            x = self.cluster_norm(x, training=training, mask=mask)
+        x = ops.relu6(x)
+        x = self._pool(x, mask)
+        x = self.hidden(x)
+        if self.add_batch_norm:
+            x = self.hidden_norm(x, training=training)
+        return ops.relu6(x)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.hidden_size)
+
+    def compute_mask(self, frames, mask=None):
+        return None
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "cluster_size": self.cluster_size,
+            "hidden_size": self.hidden_size,
+            "pooling": self.pooling,
+            "add_batch_norm": self.add_batch_norm,
+        }

@@ -1,0 +1,65 @@
+"""Mixture of logistic experts, the starter code's `MoeModel`."""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="yt8m_segments")
+class MoeClassifier(keras.layers.Layer):
+    """Per class: p = sum_m softmax(gates)_m * sigmoid(expert_m).
+
+    The softmax runs over `num_mixtures + 1` gates; the extra one belongs to a
+    dummy expert that always predicts 0, so the mixture can say "no" cheaply.
+    Input [B, H] -> probabilities [B, num_classes]. Column `c * (M + 1) + m`
+    of the gate kernel (and `c * M + m` of the expert kernel) belongs to class
+    c, as in the starter code's reshape.
+    """
+
+    def __init__(self, num_classes, num_mixtures=2, l2_penalty=1e-8, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.num_mixtures = num_mixtures
+        self.l2_penalty = l2_penalty
+        regularizer = keras.regularizers.L2(l2_penalty)
+        self.gates = keras.layers.Dense(
+            num_classes * (num_mixtures + 1), use_bias=False, name="gates",
+            kernel_regularizer=regularizer)
+        self.experts = keras.layers.Dense(
+            num_classes * num_mixtures, name="experts",
+            kernel_regularizer=regularizer)
+
+    def build(self, input_shape):
+        self.gates.build(input_shape)
+        self.experts.build(input_shape)
+
+    def call(self, inputs):
+        gates = ops.reshape(self.gates(inputs),
+                            (-1, self.num_classes, self.num_mixtures + 1))
+        gates = ops.softmax(gates, axis=-1)[..., :self.num_mixtures]
+        experts = ops.sigmoid(ops.reshape(
+            self.experts(inputs), (-1, self.num_classes, self.num_mixtures)))
+        return ops.sum(gates * experts, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    def class_subset_weights(self, positions):
+        """Weights for the same layer restricted to the classes at `positions`."""
+        positions = np.asarray(positions)
+        (gate_kernel,) = self.gates.get_weights()
+        expert_kernel, expert_bias = self.experts.get_weights()
+
+        def take(array, width):
+            per_class = array.reshape(array.shape[:-1] + (self.num_classes, width))
+            kept = per_class[..., positions, :]
+            return kept.reshape(array.shape[:-1] + (len(positions) * width,))
+
+        m = self.num_mixtures
+        return [take(gate_kernel, m + 1), take(expert_kernel, m),
+                take(expert_bias, m)]
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "num_mixtures": self.num_mixtures,
+                "l2_penalty": self.l2_penalty}

@@ -1,0 +1,74 @@
+"""What a training run leaves in its train_dir, and how later stages read it.
+
+`model.keras` holds architecture and weights; `run_config.json` holds what the
+model file does not: the model config (to rebuild it with other classes), the
+class id of every output column, and the input features.
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from yt8m_segments import atomic
+from yt8m_segments import layers  # noqa: F401  (registers the custom layers)
+from yt8m_segments.data.features import FeatureSpec
+from yt8m_segments.models.registry import ModelConfig
+
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "run_config.json"
+
+
+def save_run(train_dir, model, model_config, class_ids, feature_spec, extra=None):
+    """Write model and config atomically (the model via a temp file + rename)."""
+    tf.io.gfile.makedirs(train_dir)
+    model_path = os.path.join(train_dir, MODEL_FILE)
+    tmp_path = os.path.join(train_dir, "model.tmp.keras")
+    model.save(tmp_path)
+    tf.io.gfile.rename(tmp_path, model_path, overwrite=True)
+    config = {
+        "model_config": model_config.to_dict(),
+        "class_ids": [int(c) for c in class_ids],
+        "feature_names": list(feature_spec.names),
+        "feature_sizes": list(feature_spec.sizes),
+        **(extra or {}),
+    }
+    with atomic.atomic_open(os.path.join(train_dir, CONFIG_FILE)) as handle:
+        json.dump(config, handle, indent=2)
+
+
+def has_run(train_dir):
+    return tf.io.gfile.exists(os.path.join(train_dir, MODEL_FILE))
+
+
+class Run:
+    """A finished training run loaded from its train_dir."""
+
+    def __init__(self, train_dir):
+        model_path = os.path.join(train_dir, MODEL_FILE)
+        config_path = os.path.join(train_dir, CONFIG_FILE)
+        for path in (model_path, config_path):
+            if not tf.io.gfile.exists(path):
+                raise FileNotFoundError(
+                    f"{path} not found: is '{train_dir}' the train_dir of a "
+                    "finished training run?")
+        with tf.io.gfile.GFile(config_path) as handle:
+            config = json.load(handle)
+        self.train_dir = train_dir
+        self.config = config
+        self.model_config = ModelConfig.from_dict(config["model_config"])
+        self.class_ids = config["class_ids"]
+        self.feature_spec = FeatureSpec(tuple(config["feature_names"]),
+                                        tuple(config["feature_sizes"]))
+        self.model = keras.saving.load_model(model_path)
+
+    def columns_for(self, class_ids):
+        """Output columns of the given class ids; an error names any missing."""
+        position = {c: i for i, c in enumerate(self.class_ids)}
+        missing = [c for c in class_ids if c not in position]
+        if missing:
+            raise ValueError(
+                f"the model in {self.train_dir} has no output for classes "
+                f"{missing[:10]}{'...' if len(missing) > 10 else ''}")
+        return [position[c] for c in class_ids]

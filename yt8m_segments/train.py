@@ -1,0 +1,176 @@
+r"""Train a segment model in two stages.
+
+  python -m yt8m_segments.train --stage=pretrain \
+      --train_data_pattern='train-*.tfrecord' --train_dir=P
+  python -m yt8m_segments.train --stage=finetune \
+      --train_data_pattern='validate-*.tfrecord' --pretrain_dir=P --train_dir=F
+
+Pretraining learns from noisy video-level labels over the whole vocabulary.
+Fine-tuning starts from the pretrained weights, keeps only the segment classes'
+classifier rows, and trains on rated segments with the weighted loss.
+"""
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+from absl import logging
+
+from yt8m_segments import flag_defs
+from yt8m_segments import losses
+from yt8m_segments import run_artifacts
+from yt8m_segments.data import classes
+from yt8m_segments.data import views
+from yt8m_segments.models import registry
+
+flags.DEFINE_enum("stage", "pretrain", ["pretrain", "finetune"],
+                  "pretrain: video-level labels; finetune: rated segments.")
+flags.DEFINE_string("train_data_pattern", None,
+                    "Glob of training records (comma-separated globs allowed).")
+flags.DEFINE_string("pretrain_dir", None,
+                    "train_dir of the pretraining run to fine-tune from.")
+flags.DEFINE_string("model", "DBoF", "Frame aggregator, by name.")
+flags.DEFINE_string("video_level_classifier_model", "MoE",
+                    "Classifier head, by name (MoE or Logistic).")
+flags.DEFINE_integer("dbof_cluster_size", 8192, "DBoF cluster count.")
+flags.DEFINE_integer("dbof_hidden_size", 1024, "DBoF hidden layer width.")
+flags.DEFINE_enum("dbof_pooling", "max", ["max", "average"],
+                  "How DBoF pools clusters over frames.")
+flags.DEFINE_integer("moe_num_mixtures", 2, "Experts per class in the MoE.")
+flags.DEFINE_integer("max_frames", 300, "Frames read per video (pretraining).")
+flags.DEFINE_float("learning_rate", None,
+                   "Adam learning rate; default 1e-3 to pretrain and 1e-4 "
+                   "(0.1x) to fine-tune.")
+flags.DEFINE_integer("num_epochs", 5, "Passes over the training data.")
+flags.DEFINE_float("negative_weight", 1.0,
+                   "Fine-tuning: alpha, the total weight of the weak negatives "
+                   "(segment classes outside the video's labels).")
+flags.DEFINE_integer("log_every_steps", 50, "Print progress this often.")
+flags.DEFINE_integer("seed", 0, "Seed for shuffling and initialisation.")
+flags.DEFINE_bool("start_new_model", False,
+                  "Overwrite a model already in --train_dir.")
+
+FLAGS = flags.FLAGS
+DEFAULT_LEARNING_RATE = {"pretrain": 1e-3, "finetune": 1e-4}
+
+
+def finetune_model(pretrained, segment_class_ids):
+    """A copy of the pretrained model whose classifier keeps only some classes.
+
+    Every layer but the classifier gets the pretrained weights unchanged; the
+    classifier gets the rows (output columns) of `segment_class_ids`.
+    """
+    config = registry.ModelConfig.from_dict(pretrained.model_config.to_dict())
+    config.num_classes = len(segment_class_ids)
+    model = registry.build_model(config)
+    columns = pretrained.columns_for(segment_class_ids)
+    for layer in model.layers:
+        source = pretrained.model.get_layer(layer.name)
+        if layer.name == "classifier":
+            layer.set_weights(source.class_subset_weights(columns))
+        else:
+            layer.set_weights(source.get_weights())
+    return model, config
+
+
+def _train_loop(model, dataset, learning_rate):
+    """Plain gradient descent over `dataset`; prints loss and rate."""
+    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(frames, mask, labels, weights):
+        with tf.GradientTape() as tape:
+            probabilities = model({"frames": frames, "mask": mask},
+                                  training=True)
+            loss = losses.weighted_binary_crossentropy(
+                labels, probabilities, weights)
+            total = loss + tf.add_n(model.losses) if model.losses else loss
+        gradients = tape.gradient(total, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+
+    start = time.time()
+    examples = 0
+    loss_sum, loss_count = 0.0, 0
+    for step, batch in enumerate(dataset, start=1):
+        weights = batch.get("weights", tf.ones_like(batch["labels"]))
+        loss = train_step(batch["frames"], batch["mask"], batch["labels"],
+                          weights)
+        examples += int(batch["labels"].shape[0])
+        loss_sum += float(loss)
+        loss_count += 1
+        if step % FLAGS.log_every_steps == 0:
+            elapsed = time.time() - start
+            logging.info("step %d: loss %.4f, %.0f examples/s",
+                         step, loss_sum / loss_count,
+                         examples / max(elapsed, 1e-9))
+            loss_sum, loss_count = 0.0, 0
+    if examples == 0:
+        raise ValueError(
+            f"no training example in '{FLAGS.train_data_pattern}'")
+    logging.info("trained on %d examples in %.1f s", examples,
+                 time.time() - start)
+
+
+def main(argv):
+    del argv
+    for name in ("train_data_pattern", "train_dir"):
+        if not getattr(FLAGS, name):
+            raise app.UsageError(f"--{name} is required")
+    if run_artifacts.has_run(FLAGS.train_dir) and not FLAGS.start_new_model:
+        raise app.UsageError(
+            f"{FLAGS.train_dir} already holds a model; pass --start_new_model "
+            "to replace it")
+    keras.utils.set_random_seed(FLAGS.seed)
+    learning_rate = FLAGS.learning_rate or DEFAULT_LEARNING_RATE[FLAGS.stage]
+
+    if FLAGS.stage == "pretrain":
+        feature_spec = flag_defs.feature_spec()
+        class_ids = list(range(FLAGS.num_classes))
+        config = registry.ModelConfig(
+            model=FLAGS.model,
+            classifier=FLAGS.video_level_classifier_model,
+            num_classes=FLAGS.num_classes,
+            feature_size=feature_spec.total_size,
+            hparams={
+                "dbof_cluster_size": FLAGS.dbof_cluster_size,
+                "dbof_hidden_size": FLAGS.dbof_hidden_size,
+                "dbof_pooling": FLAGS.dbof_pooling,
+                "moe_num_mixtures": FLAGS.moe_num_mixtures,
+            })
+        model = registry.build_model(config)
+        dataset = views.video_dataset(
+            FLAGS.train_data_pattern, feature_spec, FLAGS.num_classes,
+            FLAGS.max_frames, FLAGS.batch_size, shuffle=True, seed=FLAGS.seed)
+    else:
+        if not FLAGS.pretrain_dir:
+            raise app.UsageError("--stage=finetune needs --pretrain_dir")
+        pretrained = run_artifacts.Run(FLAGS.pretrain_dir)
+        feature_spec = pretrained.feature_spec
+        class_ids = classes.resolve_segment_label_ids(
+            FLAGS.segment_labels_file, FLAGS.train_data_pattern)
+        model, config = finetune_model(pretrained, class_ids)
+        dataset = views.rated_segment_dataset(
+            FLAGS.train_data_pattern, feature_spec, class_ids,
+            FLAGS.batch_size, negative_weight=FLAGS.negative_weight,
+            vocabulary_size=FLAGS.num_classes,
+            shuffle=True, seed=FLAGS.seed)
+
+    logging.info("%s: %s with %d parameters, %d classes", FLAGS.stage,
+                 model.name, model.count_params(), len(class_ids))
+    _train_loop(model, dataset.repeat(FLAGS.num_epochs), learning_rate)
+    run_artifacts.save_run(FLAGS.train_dir, model, config, class_ids,
+                           feature_spec, extra={"stage": FLAGS.stage})
+    logging.info("saved %s", FLAGS.train_dir)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
