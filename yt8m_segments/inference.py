@@ -17,7 +17,6 @@ from yt8m_segments import flag_defs
 from yt8m_segments import predict
 from yt8m_segments import run_artifacts
 from yt8m_segments import submission
-from yt8m_segments.data import classes
 from yt8m_segments.data import views
 
 flags.DEFINE_string("input_data_pattern", None, "Glob of test records.")
@@ -26,22 +25,11 @@ flags.DEFINE_string("output_file", None, "Where to write the submission CSV.")
 FLAGS = flags.FLAGS
 
 
-def segment_classes_of(run, segment_labels_file):
-    """The classes to rank: the file's, else the run's own (a fine-tuned run)."""
-    if segment_labels_file:
-        return classes.read_segment_label_ids(segment_labels_file)
-    if run.config.get("stage") == "finetune":
-        return run.class_ids
-    raise app.UsageError(
-        f"{run.train_dir} predicts the whole vocabulary; name the segment "
-        "classes with --segment_labels_file")
-
-
 def infer(train_dir, input_data_pattern, output_file, segment_max_pred,
           batch_size, segment_labels_file=None):
     """Predict every test window and write the submission; returns its size."""
     run = run_artifacts.Run(train_dir)
-    class_ids = segment_classes_of(run, segment_labels_file)
+    class_ids = run.segment_class_ids(segment_labels_file)
     dataset = views.test_segment_dataset(input_data_pattern, run.feature_spec,
                                          batch_size)
     segment_ids, probabilities, _ = predict.predict_segments(

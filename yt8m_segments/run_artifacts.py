@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from yt8m_segments import atomic
 from yt8m_segments import layers  # noqa: F401  (registers the custom layers)
+from yt8m_segments.data import classes
 from yt8m_segments.data.features import FeatureSpec
 from yt8m_segments.models.registry import ModelConfig
 
@@ -62,6 +63,19 @@ class Run:
         self.feature_spec = FeatureSpec(tuple(config["feature_names"]),
                                         tuple(config["feature_sizes"]))
         self.model = keras.saving.load_model(model_path)
+
+    def segment_class_ids(self, segment_labels_file=None, data_pattern=None):
+        """The classes to rank: the file's; else a fine-tuned run's own; else
+        those rated in `data_pattern`'s records."""
+        if segment_labels_file:
+            return classes.read_segment_label_ids(segment_labels_file)
+        if self.config.get("stage") == "finetune":
+            return self.class_ids
+        if data_pattern:
+            return classes.segment_label_ids_from_records(data_pattern)
+        raise ValueError(
+            f"{self.train_dir} predicts the whole vocabulary; name the segment "
+            "classes with --segment_labels_file")
 
     def columns_for(self, class_ids):
         """Output columns of the given class ids; an error names any missing."""
