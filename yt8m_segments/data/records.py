@@ -83,7 +83,11 @@ def make_frame_example(video_id, labels, features, segment_start_times=None,
 def write_records(path, examples):
     """Write serialisable protos to a TFRecord file atomically (temp + rename)."""
     tmp_path = path + ".tmp"
-    with tf.io.TFRecordWriter(tmp_path) as writer:
-        for example in examples:
-            writer.write(example.SerializeToString())
-    tf.io.gfile.rename(tmp_path, path, overwrite=True)
+    try:
+        with tf.io.TFRecordWriter(tmp_path) as writer:
+            for example in examples:
+                writer.write(example.SerializeToString())
+        tf.io.gfile.rename(tmp_path, path, overwrite=True)
+    finally:
+        if tf.io.gfile.exists(tmp_path):
+            tf.io.gfile.remove(tmp_path)

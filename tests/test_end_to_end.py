@@ -1,0 +1,110 @@
+"""The whole path through the real command lines, on a tiny generated dataset."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+TINY_MODEL = ["--model=DBoF", "--video_level_classifier_model=MoE",
+              "--dbof_cluster_size=16", "--dbof_hidden_size=8",
+              "--batch_size=16", "--num_epochs=1", "--num_classes=100"]
+
+
+def command(module, *args, expect_ok=True):
+    result = subprocess.run(
+        [sys.executable, "-m", f"yt8m_segments.{module}", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, check=False)
+    if expect_ok:
+        assert result.returncode == 0, result.stderr[-3000:]
+    else:
+        assert result.returncode != 0
+    return result
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "data"
+    command("synthetic", f"--output_dir={data}", "--num_train_videos=40",
+            "--num_validate_videos=16", "--num_test_videos=10", "--seed=3",
+            "--num_classes=100", "--num_active_classes=8",
+            "--num_segment_classes=4", "--min_frames=10", "--max_frames=26")
+    command("train", "--stage=pretrain", *TINY_MODEL,
+            f"--train_data_pattern={data}/train-*.tfrecord",
+            f"--train_dir={root}/pretrain")
+    command("train", "--stage=finetune", *TINY_MODEL,
+            f"--train_data_pattern={data}/validate-*.tfrecord",
+            f"--pretrain_dir={root}/pretrain", f"--train_dir={root}/finetune")
+    return root
+
+
+def test_inference_writes_a_submission_that_eval_scores(runs):
+    data = runs / "data"
+    submission = runs / "submission.csv"
+    command("inference", f"--train_dir={runs}/finetune",
+            f"--input_data_pattern={data}/test-*.tfrecord",
+            f"--output_file={submission}", "--segment_max_pred=7")
+    lines = submission.read_text().splitlines()
+    assert lines[0] == "Class,Segments"
+    segment_classes = sorted(
+        int(x) for x in (data / "segment_label_ids.csv").read_text().split()[1:])
+    assert [int(line.split(",")[0]) for line in lines[1:]] == segment_classes
+    for line in lines[1:]:
+        segments = line.split(",")[1].split()
+        assert len(segments) == 7
+        assert all(re.fullmatch(r"\w{4}:\d*[05]", s) for s in segments)
+
+    result = command("eval", f"--submission_file={submission}",
+                     f"--ground_truth_file={data}/test_ground_truth.csv",
+                     "--segment_max_pred=7")
+    name, value = result.stdout.strip().splitlines()[-1].split()
+    assert name == "MAP@7" and 0.0 <= float(value) <= 1.0
+
+
+def test_eval_scores_a_model_on_validate_records(runs):
+    result = command("eval", f"--eval_data_pattern={runs}/data/validate-*.tfrecord",
+                     f"--train_dir={runs}/finetune", "--segment_max_pred=50",
+                     "--num_classes=100")
+    name, value = result.stdout.strip().splitlines()[-1].split()
+    assert name == "MAP@50" and 0.0 < float(value) <= 1.0
+
+
+def test_pretrained_run_needs_the_segment_classes(runs):
+    result = command("inference", f"--train_dir={runs}/pretrain",
+                     f"--input_data_pattern={runs}/data/test-*.tfrecord",
+                     f"--output_file={runs}/x.csv", expect_ok=False)
+    assert "segment_labels_file" in result.stderr
+    command("inference", f"--train_dir={runs}/pretrain",
+            f"--input_data_pattern={runs}/data/test-*.tfrecord",
+            f"--output_file={runs}/x.csv",
+            f"--segment_labels_file={runs}/data/segment_label_ids.csv")
+    assert (runs / "x.csv").read_text().startswith("Class,Segments\n")
+
+
+def test_train_refuses_to_overwrite_a_run(runs):
+    result = command("train", "--stage=pretrain", *TINY_MODEL,
+                     f"--train_data_pattern={runs}/data/train-*.tfrecord",
+                     f"--train_dir={runs}/pretrain", expect_ok=False)
+    assert "start_new_model" in result.stderr
+
+
+def test_a_pattern_matching_nothing_names_the_pattern(runs):
+    result = command("inference", f"--train_dir={runs}/finetune",
+                     f"--input_data_pattern={runs}/nothing-*.tfrecord",
+                     f"--output_file={runs}/y.csv", expect_ok=False)
+    assert "nothing-*.tfrecord" in result.stderr
+    assert not (runs / "y.csv").exists()
+
+
+@pytest.mark.heavy
+def test_demo_fine_tuning_beats_pretraining_and_random(tmp_path):
+    result = command("demo", f"--output_dir={tmp_path}")
+    table = dict(re.findall(r"^(.+?)\s{2,}(\d\.\d{4})$", result.stdout, re.M))
+    random_map = float(table["random scores"])
+    pretrained = float(table["pretrained only (video labels)"])
+    finetuned = float(table["fine-tuned on rated segments"])
+    assert finetuned > pretrained + 0.1
+    assert finetuned > 5 * random_map
