@@ -21,13 +21,12 @@ from yt8m_segments import submission
 from yt8m_segments import synthetic
 
 synthetic.define_flags()
-flags.DEFINE_integer("pretrain_epochs", 4, "Pretraining passes over train.")
-flags.DEFINE_integer("finetune_epochs", 6, "Fine-tuning passes over validate.")
 flags.DEFINE_string(
-    "recipe_flagfile",
+    "recipe_dir",
     os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                 "flags", "demo.flags"),
-    "Flagfile with the model recipe for both training stages.")
+                 "flags"),
+    "Folder of the recipe: demo.flags (the model) and demo_pretrain.flags / "
+    "demo_finetune.flags (each stage's schedule).")
 
 FLAGS = flags.FLAGS
 
@@ -57,8 +56,7 @@ def _random_map(data_dir, segment_ids, class_ids, k, ground_truth, seed):
     return metrics.segment_map_at_k(ranked, ground_truth, k)
 
 
-def run_demo(output_dir, recipe_flagfile, pretrain_epochs, finetune_epochs,
-             seed, **data_options):
+def run_demo(output_dir, recipe_dir, seed, **data_options):
     """All stages; returns {row name: MAP} and K."""
     start = time.time()
     data_dir = os.path.join(output_dir, "data")
@@ -70,16 +68,17 @@ def run_demo(output_dir, recipe_flagfile, pretrain_epochs, finetune_epochs,
     ground_truth_file = os.path.join(data_dir, "test_ground_truth.csv")
     pretrain_dir = os.path.join(output_dir, "pretrain")
     finetune_dir = os.path.join(output_dir, "finetune")
-    recipe = [f"--flagfile={recipe_flagfile}", f"--seed={seed}",
-              "--start_new_model"]
+    def recipe(stage):
+        return [f"--flagfile={os.path.join(recipe_dir, 'demo.flags')}",
+                f"--flagfile={os.path.join(recipe_dir, f'demo_{stage}.flags')}",
+                f"--seed={seed}", "--start_new_model"]
 
-    _command("train", "--stage=pretrain", *recipe,
+    _command("train", *recipe("pretrain"),
              f"--train_data_pattern={pattern['train']}",
-             f"--train_dir={pretrain_dir}", f"--num_epochs={pretrain_epochs}")
-    _command("train", "--stage=finetune", *recipe,
+             f"--train_dir={pretrain_dir}")
+    _command("train", *recipe("finetune"),
              f"--train_data_pattern={pattern['validate']}",
-             f"--pretrain_dir={pretrain_dir}", f"--train_dir={finetune_dir}",
-             f"--num_epochs={finetune_epochs}")
+             f"--pretrain_dir={pretrain_dir}", f"--train_dir={finetune_dir}")
 
     results = {}
     k = None
@@ -120,8 +119,7 @@ def format_table(results, k):
 def main(argv):
     del argv
     results, k = run_demo(
-        FLAGS.output_dir or "demo_output", FLAGS.recipe_flagfile,
-        FLAGS.pretrain_epochs, FLAGS.finetune_epochs, FLAGS.seed,
+        FLAGS.output_dir or "demo_output", FLAGS.recipe_dir, FLAGS.seed,
         num_train_videos=FLAGS.num_train_videos,
         num_validate_videos=FLAGS.num_validate_videos,
         num_test_videos=FLAGS.num_test_videos,

@@ -42,8 +42,8 @@ flags.DEFINE_enum("dbof_pooling", "max", ["max", "average"],
 flags.DEFINE_integer("moe_num_mixtures", 2, "Experts per class in the MoE.")
 flags.DEFINE_integer("max_frames", 300, "Frames read per video (pretraining).")
 flags.DEFINE_float("learning_rate", None,
-                   "Adam learning rate; default 1e-3 to pretrain and 1e-4 "
-                   "(0.1x) to fine-tune.")
+                   "Adam learning rate; default 1e-3 to pretrain, and 0.1x "
+                   "the pretraining run's to fine-tune.")
 flags.DEFINE_integer("num_epochs", 5, "Passes over the training data.")
 flags.DEFINE_float("negative_weight", 1.0,
                    "Fine-tuning: alpha, the total weight of the weak negatives "
@@ -54,7 +54,8 @@ flags.DEFINE_bool("start_new_model", False,
                   "Overwrite a model already in --train_dir.")
 
 FLAGS = flags.FLAGS
-DEFAULT_LEARNING_RATE = {"pretrain": 1e-3, "finetune": 1e-4}
+DEFAULT_PRETRAIN_LEARNING_RATE = 1e-3
+FINETUNE_LEARNING_RATE_SCALE = 0.1
 
 
 def finetune_model(pretrained, segment_class_ids):
@@ -126,7 +127,6 @@ def main(argv):
             f"{FLAGS.train_dir} already holds a model; pass --start_new_model "
             "to replace it")
     keras.utils.set_random_seed(FLAGS.seed)
-    learning_rate = FLAGS.learning_rate or DEFAULT_LEARNING_RATE[FLAGS.stage]
 
     if FLAGS.stage == "pretrain":
         feature_spec = flag_defs.feature_spec()
@@ -143,6 +143,7 @@ def main(argv):
                 "moe_num_mixtures": FLAGS.moe_num_mixtures,
             })
         model = registry.build_model(config)
+        learning_rate = FLAGS.learning_rate or DEFAULT_PRETRAIN_LEARNING_RATE
         dataset = views.video_dataset(
             FLAGS.train_data_pattern, feature_spec, FLAGS.num_classes,
             FLAGS.max_frames, FLAGS.batch_size, shuffle=True, seed=FLAGS.seed)
@@ -154,6 +155,9 @@ def main(argv):
         class_ids = classes.resolve_segment_label_ids(
             FLAGS.segment_labels_file, FLAGS.train_data_pattern)
         model, config = finetune_model(pretrained, class_ids)
+        learning_rate = FLAGS.learning_rate or (
+            FINETUNE_LEARNING_RATE_SCALE * pretrained.config.get(
+                "learning_rate", DEFAULT_PRETRAIN_LEARNING_RATE))
         dataset = views.rated_segment_dataset(
             FLAGS.train_data_pattern, feature_spec, class_ids,
             FLAGS.batch_size, negative_weight=FLAGS.negative_weight,
@@ -164,7 +168,8 @@ def main(argv):
                  model.name, model.count_params(), len(class_ids))
     _train_loop(model, dataset.repeat(FLAGS.num_epochs), learning_rate)
     run_artifacts.save_run(FLAGS.train_dir, model, config, class_ids,
-                           feature_spec, extra={"stage": FLAGS.stage})
+                           feature_spec, extra={"stage": FLAGS.stage,
+                                  "learning_rate": learning_rate})
     logging.info("saved %s", FLAGS.train_dir)
 
 
