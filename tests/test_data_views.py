@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from conftest import frames_with_values
 from yt8m_segments.data import classes
+from yt8m_segments.data import reader
 from yt8m_segments.data import records
 from yt8m_segments.data import views
 from yt8m_segments.data.features import FeatureSpec
@@ -105,8 +106,10 @@ def test_label_outside_vocabulary_names_the_video(write_videos):
                               features=frames_with_values(3))])
     dataset = views.video_dataset(path, SPEC, num_classes=10, max_frames=5,
                                   batch_size=1)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="badl"):
-        next(iter(dataset))
+    with pytest.raises(reader.InputError,
+                       match=r"outside the 10-class vocabulary file: \S+videos-00000"
+                             r".tfrecord record: 0 video id: badl"):
+        next(reader.iterate(dataset, [path]))
 
 
 def test_no_matching_file_is_a_clear_error(tmp_path):

@@ -15,7 +15,7 @@ from absl import logging
 
 import numpy as np
 
-from yt8m_segments import flag_defs  # noqa: F401  (defines the shared flags)
+from yt8m_segments import flag_defs
 from yt8m_segments import metrics
 from yt8m_segments import predict
 from yt8m_segments import run_artifacts
@@ -70,19 +70,23 @@ def ground_truth_from_ratings(segment_ids, labels, rated, class_ids):
 
 
 def evaluate_model(eval_data_pattern, train_dir, k, batch_size=64,
-                   segment_labels_file=None, num_classes=3862):
+                   segment_labels_file=None, num_classes=3862, files=None,
+                   context_frames=None, input_options=None):
     """MAP@k of the model in `train_dir` on the rated segments of the records.
 
     Every rated segment is ranked per class, then scored as a submission would
     be: unrated pairs are removed after truncation to k.
     """
     run = run_artifacts.Run(train_dir)
-    class_ids = run.segment_class_ids(segment_labels_file, eval_data_pattern)
+    files = files or views.list_files(eval_data_pattern)
+    class_ids = run.segment_class_ids(segment_labels_file, ",".join(files))
     dataset = views.rated_segment_dataset(
         eval_data_pattern, run.feature_spec, class_ids, batch_size,
-        vocabulary_size=num_classes)
+        vocabulary_size=num_classes, files=files,
+        context_frames=run.context_frames(context_frames),
+        **(input_options or {}))
     segment_ids, probabilities, ratings = predict.predict_segments(
-        run.model, dataset, run.columns_for(class_ids),
+        run.model, dataset, files, run.columns_for(class_ids),
         extra_keys=("labels", "rated"))
     ground_truth = ground_truth_from_ratings(
         segment_ids, ratings["labels"], ratings["rated"], class_ids)
@@ -98,9 +102,12 @@ def main(argv):
         if not (FLAGS.eval_data_pattern and FLAGS.train_dir):
             raise app.UsageError(
                 "model mode needs both --eval_data_pattern and --train_dir")
-        value = evaluate_model(FLAGS.eval_data_pattern, FLAGS.train_dir, k,
-                               FLAGS.batch_size, FLAGS.segment_labels_file,
-                               FLAGS.num_classes)
+        value = evaluate_model(
+            FLAGS.eval_data_pattern, FLAGS.train_dir, k, FLAGS.batch_size,
+            FLAGS.segment_labels_file, FLAGS.num_classes,
+            files=flag_defs.data_files(FLAGS.eval_data_pattern, holdout=True),
+            context_frames=flag_defs.context_frames_override(),
+            input_options=flag_defs.input_options())
     elif FLAGS.submission_file and FLAGS.ground_truth_file:
         value = evaluate_submission(FLAGS.submission_file, FLAGS.ground_truth_file,
                                     k, FLAGS.per_class_file)

@@ -5,6 +5,7 @@ Names follow the YouTube-8M starter code where it has one.
 
 from absl import flags
 
+from yt8m_segments.data import reader
 from yt8m_segments.data import records
 from yt8m_segments.data.features import FeatureSpec
 
@@ -26,8 +27,42 @@ flags.DEFINE_integer("segment_max_pred", 100000,
                      "K: at most this many segments per class in a "
                      "submission, and the K of MAP@K.")
 
+flags.DEFINE_integer("context_frames", 0,
+                     "Frames of context before and after each 5-frame segment "
+                     "(4th-place paper: 5 for orderless models, 15 for "
+                     "recurrent ones). Inference and eval default to the "
+                     "value the model was fine-tuned with.")
+flags.DEFINE_enum("compression", "auto", ["auto", "none", "GZIP"],
+                  "Record file compression; auto looks at each file.")
+flags.DEFINE_bool("skip_corrupt_records", False,
+                  "Skip records that fail their checksums (and the tails of "
+                  "truncated files), reporting the count, instead of failing.")
+flags.DEFINE_integer("num_folds", 1,
+                     "Split the files into this many folds by file (file i "
+                     "is in fold i % num_folds); 6 gives the 5/6 vs 1/6 split.")
+flags.DEFINE_integer("fold", 0,
+                     "The held-out fold: training reads the other folds, "
+                     "evaluation this one.")
+
 FLAGS = flags.FLAGS
 
 
 def feature_spec():
     return FeatureSpec.from_flags(FLAGS.feature_names, FLAGS.feature_sizes)
+
+
+def data_files(pattern, holdout):
+    """The files of `pattern` on one side of the --num_folds/--fold split."""
+    return reader.select_fold(reader.list_files(pattern), FLAGS.num_folds,
+                              FLAGS.fold, holdout)
+
+
+def context_frames_override():
+    """--context_frames when given on the command line, else None (the run's)."""
+    return FLAGS.context_frames if FLAGS["context_frames"].present else None
+
+
+def input_options():
+    """Keyword arguments every view takes from the shared input flags."""
+    return {"compression": FLAGS.compression,
+            "skip_corrupt_records": FLAGS.skip_corrupt_records}

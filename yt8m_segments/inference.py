@@ -26,14 +26,21 @@ FLAGS = flags.FLAGS
 
 
 def infer(train_dir, input_data_pattern, output_file, segment_max_pred,
-          batch_size, segment_labels_file=None):
-    """Predict every test window and write the submission; returns its size."""
+          batch_size, segment_labels_file=None, context_frames=None,
+          input_options=None):
+    """Predict every test window and write the submission; returns its size.
+
+    `context_frames` defaults to the run's own (what it was fine-tuned with).
+    """
     run = run_artifacts.Run(train_dir)
     class_ids = run.segment_class_ids(segment_labels_file)
-    dataset = views.test_segment_dataset(input_data_pattern, run.feature_spec,
-                                         batch_size)
+    files = views.list_files(input_data_pattern)
+    dataset = views.test_segment_dataset(
+        input_data_pattern, run.feature_spec, batch_size,
+        context_frames=run.context_frames(context_frames), files=files,
+        **(input_options or {}))
     segment_ids, probabilities, _ = predict.predict_segments(
-        run.model, dataset, run.columns_for(class_ids))
+        run.model, dataset, files, run.columns_for(class_ids))
     logging.info("predicted %d segments x %d classes", *probabilities.shape)
     submission.write_submission(output_file, segment_ids, probabilities,
                                 class_ids, segment_max_pred)
@@ -46,7 +53,8 @@ def main(argv):
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
     infer(FLAGS.train_dir, FLAGS.input_data_pattern, FLAGS.output_file,
-          FLAGS.segment_max_pred, FLAGS.batch_size, FLAGS.segment_labels_file)
+          FLAGS.segment_max_pred, FLAGS.batch_size, FLAGS.segment_labels_file,
+          flag_defs.context_frames_override(), flag_defs.input_options())
 
 
 def run():

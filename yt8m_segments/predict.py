@@ -3,9 +3,11 @@
 import numpy as np
 import tensorflow as tf
 
+from yt8m_segments.data import reader
 
-def predict_segments(model, dataset, columns=None, extra_keys=()):
-    """Probabilities for every example of `dataset`.
+
+def predict_segments(model, dataset, files, columns=None, extra_keys=()):
+    """Probabilities for every example of `dataset` (read from `files`).
 
     Returns (segment ids as str array [N], float16 array [N, C] of the chosen
     output `columns` (all when None), dict of `extra_keys` arrays).
@@ -21,7 +23,7 @@ def predict_segments(model, dataset, columns=None, extra_keys=()):
 
     ids, chunks = [], []
     extras = {key: [] for key in extra_keys}
-    for batch in dataset:
+    for batch in reader.iterate(dataset, files):
         chunks.append(forward(batch["frames"], batch["mask"]).numpy())
         ids.append(batch["segment_id"].numpy())
         for key in extra_keys:

@@ -77,6 +77,12 @@ class Run:
             f"{self.train_dir} predicts the whole vocabulary; name the segment "
             "classes with --segment_labels_file")
 
+    def context_frames(self, override=None):
+        """Context frames per side: `override`, else what the run trained with."""
+        if override is not None:
+            return override
+        return self.config.get("context_frames", 0)
+
     def columns_for(self, class_ids):
         """Output columns of the given class ids; an error names any missing."""
         position = {c: i for i, c in enumerate(self.class_ids)}

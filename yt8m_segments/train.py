@@ -23,6 +23,7 @@ from yt8m_segments import flag_defs
 from yt8m_segments import losses
 from yt8m_segments import run_artifacts
 from yt8m_segments.data import classes
+from yt8m_segments.data import reader
 from yt8m_segments.data import views
 from yt8m_segments.models import registry
 
@@ -41,6 +42,12 @@ flags.DEFINE_enum("dbof_pooling", "max", ["max", "average"],
                   "How DBoF pools clusters over frames.")
 flags.DEFINE_integer("moe_num_mixtures", 2, "Experts per class in the MoE.")
 flags.DEFINE_integer("max_frames", 300, "Frames read per video (pretraining).")
+flags.DEFINE_integer("num_sample_frames", None,
+                     "Pretraining: train on this many frames per video instead "
+                     "of all (the starter DBoF used 30, the 4th-place paper 15).")
+flags.DEFINE_bool("sample_random_frames", False,
+                  "With --num_sample_frames: random frames with replacement; "
+                  "otherwise one random contiguous run.")
 flags.DEFINE_float("learning_rate", None,
                    "Adam learning rate; default 1e-3 to pretrain, and 0.1x "
                    "the pretraining run's to fine-tune.")
@@ -77,7 +84,7 @@ def finetune_model(pretrained, segment_class_ids):
     return model, config
 
 
-def _train_loop(model, dataset, learning_rate):
+def _train_loop(model, dataset, files, learning_rate):
     """Plain gradient descent over `dataset`; prints loss and rate."""
     optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build(model.trainable_variables)
@@ -97,7 +104,8 @@ def _train_loop(model, dataset, learning_rate):
     start = time.time()
     examples = 0
     loss_sum, loss_count = 0.0, 0
-    for step, batch in enumerate(dataset, start=1):
+    batches = reader.iterate(dataset, files, FLAGS.compression)
+    for step, batch in enumerate(batches, start=1):
         weights = batch.get("weights", tf.ones_like(batch["labels"]))
         loss = train_step(batch["frames"], batch["mask"], batch["labels"],
                           weights)
@@ -127,6 +135,7 @@ def main(argv):
             f"{FLAGS.train_dir} already holds a model; pass --start_new_model "
             "to replace it")
     keras.utils.set_random_seed(FLAGS.seed)
+    files = flag_defs.data_files(FLAGS.train_data_pattern, holdout=False)
 
     if FLAGS.stage == "pretrain":
         feature_spec = flag_defs.feature_spec()
@@ -146,14 +155,17 @@ def main(argv):
         learning_rate = FLAGS.learning_rate or DEFAULT_PRETRAIN_LEARNING_RATE
         dataset = views.video_dataset(
             FLAGS.train_data_pattern, feature_spec, FLAGS.num_classes,
-            FLAGS.max_frames, FLAGS.batch_size, shuffle=True, seed=FLAGS.seed)
+            FLAGS.max_frames, FLAGS.batch_size, shuffle=True, seed=FLAGS.seed,
+            num_sample_frames=FLAGS.num_sample_frames,
+            sample_random_frames=FLAGS.sample_random_frames, files=files,
+            **flag_defs.input_options())
     else:
         if not FLAGS.pretrain_dir:
             raise app.UsageError("--stage=finetune needs --pretrain_dir")
         pretrained = run_artifacts.Run(FLAGS.pretrain_dir)
         feature_spec = pretrained.feature_spec
         class_ids = classes.resolve_segment_label_ids(
-            FLAGS.segment_labels_file, FLAGS.train_data_pattern)
+            FLAGS.segment_labels_file, ",".join(files))
         model, config = finetune_model(pretrained, class_ids)
         learning_rate = FLAGS.learning_rate or (
             FINETUNE_LEARNING_RATE_SCALE * pretrained.config.get(
@@ -161,15 +173,17 @@ def main(argv):
         dataset = views.rated_segment_dataset(
             FLAGS.train_data_pattern, feature_spec, class_ids,
             FLAGS.batch_size, negative_weight=FLAGS.negative_weight,
-            vocabulary_size=FLAGS.num_classes,
-            shuffle=True, seed=FLAGS.seed)
+            vocabulary_size=FLAGS.num_classes, shuffle=True, seed=FLAGS.seed,
+            context_frames=FLAGS.context_frames, files=files,
+            **flag_defs.input_options())
 
     logging.info("%s: %s with %d parameters, %d classes", FLAGS.stage,
                  model.name, model.count_params(), len(class_ids))
-    _train_loop(model, dataset.repeat(FLAGS.num_epochs), learning_rate)
+    _train_loop(model, dataset.repeat(FLAGS.num_epochs), files, learning_rate)
     run_artifacts.save_run(FLAGS.train_dir, model, config, class_ids,
                            feature_spec, extra={"stage": FLAGS.stage,
-                                  "learning_rate": learning_rate})
+                                  "learning_rate": learning_rate,
+                                  "context_frames": FLAGS.context_frames})
     logging.info("saved %s", FLAGS.train_dir)
 
 

@@ -1,86 +1,171 @@
 """tf.data views over frame-level records: whole videos, rated segments, test windows.
 
-Every view yields dicts of dense tensors with a boolean `mask` over frames, so
-padding never enters pooled outputs or batch statistics downstream.
+Records are parsed in batches (`parsing.parse_frame_batch`); every view yields
+dicts of dense tensors with a boolean `mask` over frames, so padding never
+enters pooled outputs or batch statistics downstream.
+
+Windows: a segment starting at frame s covers frames [s, s + 5); with
+`context_frames=n` it also covers n frames before and after, [s - n, s + 5 + n),
+frames outside the video masked (4th-place paper: n=5 for orderless models, 15
+for recurrent ones). With `per_video=True` the segment views keep each video
+whole instead: `frames` [B, T, D] once, plus `window_index` [B, S, W] frame
+indices and `window_mask` [B, S, W], so a model can do per-frame work once
+per video and then pool each window (`gather_windows`).
 """
 
 import tensorflow as tf
 
 from yt8m_segments.data import parsing
+from yt8m_segments.data import reader
 from yt8m_segments.data import records
 
 SEGMENT_FRAMES = records.FRAMES_PER_SEGMENT
+PARSE_BATCH = 32
+list_files = reader.list_files
 
 
-def list_files(pattern):
-    """Sorted files matching a (comma-separated) glob; a clear error if none do."""
-    files = []
-    for part in pattern.split(","):
-        files.extend(tf.io.gfile.glob(part.strip()))
-    if not files:
-        raise FileNotFoundError(f"no file matches the data pattern '{pattern}'")
-    return sorted(set(files))
-
-
-def _records(pattern, shuffle, seed):
-    files = list_files(pattern)
-    dataset = tf.data.Dataset.from_tensor_slices(files)
+def _serialized(files, batch_size, shuffle, seed, repeat, compression,
+                skip_corrupt_records):
+    """Batches of (file, record, serialized), shuffled at record level."""
+    dataset = reader.record_dataset(files, shuffle, seed, compression,
+                                    skip_corrupt_records)
+    if repeat:
+        dataset = dataset.repeat()
     if shuffle:
-        dataset = dataset.shuffle(len(files), seed=seed,
-                                  reshuffle_each_iteration=True)
-    return dataset.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+        dataset = dataset.shuffle(max(16 * batch_size, 256), seed=seed)
+    return dataset.batch(batch_size)
 
 
 def _multi_hot(positions, depth):
-    """[depth] float vector with 1 at `positions`; all zeros when there are none."""
-    return tf.minimum(tf.reduce_sum(tf.one_hot(positions, depth), axis=0), 1.0)
+    """[..., depth] multi-hot of ragged or dense `positions` (last axis)."""
+    if isinstance(positions, tf.RaggedTensor):
+        positions = positions.to_tensor(default_value=-1)
+    return tf.minimum(tf.reduce_sum(tf.one_hot(positions, depth), axis=-2), 1.0)
 
 
-def _video_labels(video_id, labels, num_classes):
-    parsing.check(
-        tf.reduce_all((labels >= 0) & (labels < num_classes)),
-        f"label id outside the {num_classes}-class vocabulary", video_id,
-        "labels:", labels)
-    return _multi_hot(labels, num_classes)
-
-
-def _windows(frames, num_frames, starts):
-    """Gather 5-frame windows at `starts`; frames past the end are zero and masked."""
-    index = tf.cast(starts[:, None], tf.int32) + tf.range(SEGMENT_FRAMES)[None, :]
-    mask = index < num_frames
-    gathered = tf.gather(frames, tf.minimum(index, num_frames - 1))
-    gathered = gathered * tf.cast(mask, gathered.dtype)[..., None]
-    return gathered, mask
+def _sample_indices(num_frames, num_samples, random_frames, seed):
+    """[B, N] frame indices: random with replacement, or one random run."""
+    batch = tf.shape(num_frames)[0]
+    lengths = tf.cast(num_frames, tf.float32)[:, None]
+    if random_frames:
+        uniform = tf.random.uniform([batch, num_samples], seed=seed)
+        index = tf.cast(tf.floor(uniform * lengths), tf.int32)
+        return tf.minimum(index, num_frames[:, None] - 1), tf.ones(
+            [batch, num_samples], tf.bool)
+    room = tf.maximum(num_frames - num_samples, 0)
+    start = tf.cast(tf.floor(tf.random.uniform([batch], seed=seed)
+                             * tf.cast(room + 1, tf.float32)), tf.int32)
+    index = start[:, None] + tf.range(num_samples)[None, :]
+    return index, index < num_frames[:, None]
 
 
 def video_dataset(pattern, feature_spec, num_classes, max_frames, batch_size,
-                  shuffle=False, seed=None, repeat=False):
+                  shuffle=False, seed=None, repeat=False, num_sample_frames=None,
+                  sample_random_frames=False, files=None, compression="auto",
+                  skip_corrupt_records=False):
     """Whole videos for pretraining on video-level labels.
 
     Yields `frames` [B, T, D] (T = longest video in the batch, at most
     `max_frames`), `mask` [B, T] bool, `labels` [B, num_classes] multi-hot,
-    `id` [B].
+    `id` [B]. With `num_sample_frames=N` each video gives N frames instead:
+    drawn at random with replacement (`sample_random_frames`, as the
+    4th-place paper with N=15 and the starter DBoF with N=30) or one random
+    contiguous run (masked where the video is shorter than N).
     """
-    def to_example(serialized):
-        parsed = parsing.parse_frame_example(serialized, feature_spec)
-        frames = parsed["frames"][:max_frames]
-        return {
-            "id": parsed["id"],
-            "frames": frames,
-            "mask": tf.ones([tf.shape(frames)[0]], tf.bool),
-            "labels": _video_labels(parsed["id"], parsed["labels"],
-                                    num_classes),
-        }
+    files = files or list_files(pattern)
 
-    dataset = _records(pattern, shuffle, seed)
-    if repeat:
-        dataset = dataset.repeat()
-    if shuffle:
-        dataset = dataset.shuffle(4 * batch_size, seed=seed)
-    dataset = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    def to_videos(batch_files, batch_records, serialized):
+        parsed = parsing.parse_frame_batch(batch_files, batch_records,
+                                           serialized, feature_spec,
+                                           num_classes=num_classes)
+        frames = parsed["frames"][:, :max_frames]
+        num_frames = tf.minimum(parsed["num_frames"], max_frames)
+        if num_sample_frames:
+            index, mask = _sample_indices(num_frames, num_sample_frames,
+                                          sample_random_frames, seed)
+            flat = tf.gather(frames.row_splits, tf.range(tf.shape(index)[0]))
+            dense = tf.gather(frames.flat_values,
+                              flat[:, None] + tf.minimum(index, num_frames[:, None] - 1))
+            dense = dense * tf.cast(mask, dense.dtype)[..., None]
+        else:
+            dense = frames.to_tensor()
+            mask = tf.sequence_mask(num_frames, tf.shape(dense)[1])
+        return {"id": parsed["id"], "frames": dense, "mask": mask,
+                "labels": _multi_hot(parsed["labels"], num_classes)}
+
+    dataset = _serialized(files, batch_size, shuffle, seed, repeat,
+                          compression, skip_corrupt_records)
+    return dataset.map(to_videos, num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=not shuffle).prefetch(tf.data.AUTOTUNE)
+
+
+def window_indices(num_frames, rows, starts, context_frames=0):
+    """Frame indices and mask of windows: [S, 5 + 2n] each.
+
+    `rows` [S] is each window's video (into `num_frames` [B]), `starts` [S]
+    its first frame. Indices are clipped into the video; the mask marks the
+    frames that really are in it.
+    """
+    offsets = tf.range(-context_frames, SEGMENT_FRAMES + context_frames)
+    local = tf.cast(starts, tf.int32)[:, None] + offsets[None, :]
+    length = tf.gather(num_frames, rows)[:, None]
+    mask = (local >= 0) & (local < length)
+    return tf.clip_by_value(local, 0, length - 1), mask
+
+
+def gather_windows(per_frame, window_index, window_mask):
+    """[B, T, H] per-frame values -> [B, S, W, H] windows, zero where masked."""
+    batch_index = tf.broadcast_to(
+        tf.range(tf.shape(per_frame)[0])[:, None, None], tf.shape(window_index))
+    gathered = tf.gather_nd(per_frame,
+                            tf.stack([batch_index, window_index], axis=-1))
+    return gathered * tf.cast(window_mask, gathered.dtype)[..., None]
+
+
+def _segment_ids(video_ids, rows, starts):
+    return tf.strings.join([tf.gather(video_ids, rows),
+                            tf.strings.as_string(starts)], separator=":")
+
+
+def _window_examples(parsed, rows, starts, context_frames, per_video, extra):
+    """Windows as flat examples, or regrouped by video (`per_video`)."""
+    frames = parsed["frames"]
+    num_frames = parsed["num_frames"]
+    index, mask = window_indices(num_frames, rows, starts, context_frames)
+    segment_id = _segment_ids(parsed["id"], rows, tf.cast(starts, tf.int64))
+    if not per_video:
+        windows = tf.gather(frames.flat_values,
+                            tf.gather(frames.row_splits, rows)[:, None]
+                            + tf.cast(index, frames.row_splits.dtype))
+        windows = windows * tf.cast(mask, windows.dtype)[..., None]
+        return {"frames": windows, "mask": mask, "segment_id": segment_id,
+                **extra}
+    num_videos = tf.shape(num_frames)[0]
+
+    def by_video(values, default):
+        return tf.RaggedTensor.from_value_rowids(
+            values, rows, nrows=num_videos).to_tensor(default_value=default)
+
+    dense = frames.to_tensor()
+    grouped = {key: by_video(value, tf.zeros([], value.dtype))
+               for key, value in extra.items()}
+    return {"frames": dense,
+            "mask": tf.sequence_mask(num_frames, tf.shape(dense)[1]),
+            "window_index": by_video(index, 0),
+            "window_mask": by_video(mask, False),
+            "segment_mask": by_video(tf.ones_like(rows, tf.bool), False),
+            "segment_id": by_video(segment_id, ""), **grouped}
+
+
+def _finish(dataset, to_examples, batch_size, per_video, shuffle, seed):
+    dataset = dataset.map(to_examples, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=not shuffle)
+    if not per_video:
+        dataset = dataset.unbatch()
+        if shuffle:
+            dataset = dataset.shuffle(16 * batch_size, seed=seed)
+        dataset = dataset.batch(batch_size)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def _class_positions(segment_class_ids, vocabulary_size):
@@ -94,8 +179,10 @@ def _class_positions(segment_class_ids, vocabulary_size):
 def rated_segment_dataset(pattern, feature_spec, segment_class_ids,
                           batch_size, negative_weight=1.0,
                           vocabulary_size=records.NUM_CLASSES, shuffle=False,
-                          seed=None, repeat=False):
-    """Rated 5-frame segments for fine-tuning, one example per distinct segment.
+                          seed=None, repeat=False, context_frames=0,
+                          per_video=False, files=None, compression="auto",
+                          skip_corrupt_records=False):
+    """Rated segments for fine-tuning, one example per distinct segment.
 
     Label and weight vectors run over the segment classes (in
     `segment_class_ids` order). A rated pair gets weight 1 and its score as
@@ -103,85 +190,87 @@ def rated_segment_dataset(pattern, feature_spec, segment_class_ids,
     negatives: classes outside the video's labels share `negative_weight`
     equally, label 0 (Loss = CE(B) + alpha * mean CE(A\\C, 0)).
 
-    Yields `frames` [B, 5, D], `mask` [B, 5], `labels`, `weights` and
-    `rated` (bool) [B, num_segment_classes], `segment_id` [B]
-    ("<video id>:<start>").
+    Yields `frames` [B, 5 + 2n, D], `mask` [B, 5 + 2n], `labels`, `weights`
+    and `rated` (bool) [B, num_segment_classes], `segment_id` [B]
+    ("<video id>:<start>"); with `per_video` see the module docstring (the
+    per-segment tensors then gain a segment axis: [B, S, ...]).
     """
-    num_segment_classes = len(segment_class_ids)
+    files = files or list_files(pattern)
+    num_classes = len(segment_class_ids)
     class_positions = _class_positions(segment_class_ids, vocabulary_size)
+    parse_batch = batch_size if per_video else PARSE_BATCH
 
-    def to_segments(serialized):
-        parsed = parsing.parse_frame_example(serialized, feature_spec,
-                                             with_segments=True)
-        video_id = parsed["id"]
-        starts, inverse = tf.unique(parsed["segment_start_times"])
-        rated_positions = tf.gather(class_positions,
-                                    parsed["segment_labels"])
-        parsing.check(tf.reduce_all(rated_positions >= 0),
-                      "segment label is not a segment class", video_id,
-                      "segment_labels:", parsed["segment_labels"])
-        num_segments = tf.shape(starts)[0]
-        pair_index = tf.stack([inverse, rated_positions], axis=1)
+    def to_segments(batch_files, batch_records, serialized):
+        parsed = parsing.parse_frame_batch(
+            batch_files, batch_records, serialized, feature_spec,
+            with_segments=True, num_classes=vocabulary_size)
+        starts = parsed["segment_start_times"]
+        pair_rows = tf.cast(starts.value_rowids(), tf.int64)
+        # One example per distinct (video, start); pairs point at it.
+        keys = pair_rows * (1 << 32) + starts.flat_values
+        unique_keys, pair_segment = tf.unique(keys)
+        rows = tf.cast(unique_keys // (1 << 32), tf.int32)
+        segment_starts = unique_keys % (1 << 32)
+
+        positions = tf.gather(class_positions, parsed["segment_labels"].flat_values)
+        not_segment_class = positions < 0
+        pair_files = tf.gather(parsed["file"], pair_rows)
+        pair_records = tf.gather(parsed["record"], pair_rows)
+        checked = tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(not_segment_class)),
+            ["segment label is not a segment class:", "file:",
+             tf.boolean_mask(pair_files, not_segment_class), "record:",
+             tf.boolean_mask(pair_records, not_segment_class), "label:",
+             tf.boolean_mask(parsed["segment_labels"].flat_values,
+                             not_segment_class)], summarize=10)
+        with tf.control_dependencies([checked]):
+            pair_index = tf.stack([pair_segment, positions], axis=1)
+        num_segments = tf.shape(unique_keys)[0]
         labels = tf.tensor_scatter_nd_max(
-            tf.zeros([num_segments, num_segment_classes]), pair_index,
-            parsed["segment_scores"])
-
-        video_positions = tf.gather(class_positions, parsed["labels"])
-        video_positions = tf.boolean_mask(video_positions, video_positions >= 0)
-        outside = 1.0 - _multi_hot(video_positions, num_segment_classes)
-        weak_negative = outside * negative_weight / tf.maximum(
-            tf.reduce_sum(outside), 1.0)
-        weights = tf.tensor_scatter_nd_update(
-            tf.tile(weak_negative[None, :], [num_segments, 1]), pair_index,
-            tf.ones_like(parsed["segment_scores"]))
-
-        frames, mask = _windows(parsed["frames"], parsed["num_frames"], starts)
+            tf.zeros([num_segments, num_classes]), pair_index,
+            parsed["segment_scores"].flat_values)
         rated = tf.tensor_scatter_nd_update(
-            tf.zeros([num_segments, num_segment_classes], tf.bool), pair_index,
-            tf.ones_like(parsed["segment_labels"], tf.bool))
-        return {
-            "frames": frames,
-            "mask": mask,
-            "labels": labels,
-            "weights": weights,
-            "rated": rated,
-            "segment_id": _segment_ids(video_id, starts),
-        }
+            tf.zeros([num_segments, num_classes], tf.bool), pair_index,
+            tf.ones_like(positions, tf.bool))
 
-    dataset = _records(pattern, shuffle, seed)
-    if repeat:
-        dataset = dataset.repeat()
-    dataset = dataset.map(to_segments, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.unbatch()
-    if shuffle:
-        dataset = dataset.shuffle(16 * batch_size, seed=seed)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        video_positions = tf.ragged.map_flat_values(
+            tf.gather, class_positions, parsed["labels"])
+        outside = 1.0 - _multi_hot(video_positions, num_classes)  # [B, C]
+        weak_negative = outside * negative_weight / tf.maximum(
+            tf.reduce_sum(outside, axis=1, keepdims=True), 1.0)
+        weights = tf.tensor_scatter_nd_update(
+            tf.gather(weak_negative, rows), pair_index,
+            tf.ones_like(positions, tf.float32))
+        return _window_examples(
+            parsed, rows, segment_starts, context_frames, per_video,
+            {"labels": labels, "weights": weights, "rated": rated})
 
-
-def _segment_ids(video_id, starts):
-    return tf.strings.join([
-        tf.fill(tf.shape(starts), video_id), tf.strings.as_string(starts)],
-        separator=":")
+    dataset = _serialized(files, parse_batch, shuffle, seed, repeat,
+                          compression, skip_corrupt_records)
+    return _finish(dataset, to_segments, batch_size, per_video, shuffle, seed)
 
 
-def test_segment_dataset(pattern, feature_spec, batch_size):
+def test_segment_dataset(pattern, feature_spec, batch_size, context_frames=0,
+                         per_video=False, files=None, compression="auto",
+                         skip_corrupt_records=False):
     """Every 5-frame window of every video, from frame 0, in file order.
 
     The partial last window is zero-padded and masked, as the starter code
-    pads it. Yields `frames` [B, 5, D], `mask` [B, 5], `segment_id` [B].
+    pads it. Yields `frames` [B, 5 + 2n, D], `mask` [B, 5 + 2n],
+    `segment_id` [B]; with `per_video` see the module docstring.
     """
-    def to_windows(serialized):
-        parsed = parsing.parse_frame_example(serialized, feature_spec)
-        num_frames = parsed["num_frames"]
-        num_windows = (num_frames + SEGMENT_FRAMES - 1) // SEGMENT_FRAMES
-        starts = tf.range(num_windows, dtype=tf.int64) * SEGMENT_FRAMES
-        frames, mask = _windows(parsed["frames"], num_frames, starts)
-        return {
-            "frames": frames,
-            "mask": mask,
-            "segment_id": _segment_ids(parsed["id"], starts),
-        }
+    files = files or list_files(pattern)
 
-    dataset = _records(pattern, shuffle=False, seed=None)
-    dataset = dataset.map(to_windows, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.unbatch().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    def to_windows(batch_files, batch_records, serialized):
+        parsed = parsing.parse_frame_batch(batch_files, batch_records,
+                                           serialized, feature_spec)
+        num_windows = (parsed["num_frames"] + SEGMENT_FRAMES - 1) // SEGMENT_FRAMES
+        window_of_video = tf.ragged.range(num_windows)
+        rows = tf.cast(window_of_video.value_rowids(), tf.int32)
+        starts = window_of_video.flat_values * SEGMENT_FRAMES
+        return _window_examples(parsed, rows, starts, context_frames,
+                                per_video, {})
+
+    dataset = _serialized(files, batch_size if per_video else PARSE_BATCH,
+                          False, None, False, compression, skip_corrupt_records)
+    return _finish(dataset, to_windows, batch_size, per_video, False, None)

@@ -1,0 +1,235 @@
+"""Files to records: globbing, folds, compression, sharding and corrupt records.
+
+Every record leaves here as (file, record index, serialized bytes), so any
+later error can name the file and the record. Reading is TFRecordDataset's
+(C++, CRC-checked). Corrupt data surfaces as tf.errors.DataLossError; `iterate`
+turns it into a `CorruptRecordError` naming the file and record, found by a
+scan of the TFRecord framing (`scan_file`). With `skip_corrupt_records`, files
+are scanned first and only their good records are read.
+"""
+
+import gzip
+import re
+import struct
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_MASK_DELTA = 0xA282EAD8
+
+
+class InputError(ValueError):
+    """Bad input data, with the file and record that hold it."""
+
+
+class CorruptRecordError(InputError):
+    """A record that fails its length or data checksum, or a truncated file."""
+
+
+def list_files(pattern):
+    """Sorted files matching a (comma-separated) glob; a clear error if none do."""
+    files = []
+    for part in pattern.split(","):
+        files.extend(tf.io.gfile.glob(part.strip()))
+    if not files:
+        raise FileNotFoundError(f"no file matches the data pattern '{pattern}'")
+    return sorted(set(files))
+
+
+def select_fold(files, num_folds=1, fold=0, holdout=False):
+    """Deterministic split by file: file i belongs to fold i % num_folds.
+
+    `holdout=False` gives every file outside `fold` (training), `True` the
+    files of `fold` (validation); num_folds=6 is the 2nd-place paper's 5/6 vs
+    1/6 split. num_folds=1 keeps every file either way.
+    """
+    if num_folds <= 1:
+        return list(files)
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"fold {fold} is not in [0, {num_folds})")
+    chosen = [f for i, f in enumerate(sorted(files))
+              if (i % num_folds == fold) == holdout]
+    if not chosen:
+        raise ValueError(
+            f"fold {fold} of {num_folds} leaves no {'holdout' if holdout else 'training'} "
+            f"file among {len(files)}")
+    return chosen
+
+
+def is_gzip(path):
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        return handle.read(2) == _GZIP_MAGIC
+
+
+def compression_of(path, compression="auto"):
+    """"GZIP" or "" for TFRecordDataset; "auto" looks at the file's first bytes."""
+    if compression == "auto":
+        return "GZIP" if is_gzip(path) else ""
+    if compression not in ("", "none", "GZIP"):
+        raise ValueError(f"unknown compression '{compression}'; use auto, none "
+                         "or GZIP")
+    return "" if compression == "none" else compression
+
+
+def _masked_crc(data):
+    import google_crc32c  # a small C extension; needed only to check framing
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def _open(path, compression):
+    handle = tf.io.gfile.GFile(path, "rb")
+    return gzip.GzipFile(fileobj=handle) if compression == "GZIP" else handle
+
+
+def scan_file(path, compression="auto"):
+    """Walk a TFRecord file's framing and checksums.
+
+    Returns (number of good records, [(record index, problem)]). A data
+    checksum mismatch loses only that record; a bad length or a truncated
+    file loses the rest of the file, which is reported as one problem.
+    """
+    compression = compression_of(path, compression)
+    good, problems = 0, []
+    with _open(path, compression) as handle:
+        index = 0
+        while True:
+            header = handle.read(12)
+            if not header:
+                break
+            if len(header) < 12:
+                problems.append((index, "truncated file (partial header)"))
+                break
+            (length,) = struct.unpack("<Q", header[:8])
+            (length_crc,) = struct.unpack("<I", header[8:])
+            if _masked_crc(header[:8]) != length_crc:
+                problems.append((index, "length checksum mismatch; the rest "
+                                 "of the file cannot be framed"))
+                break
+            data = handle.read(length)
+            footer = handle.read(4)
+            if len(data) < length or len(footer) < 4:
+                problems.append((index, "truncated file (partial record)"))
+                break
+            if _masked_crc(data) != struct.unpack("<I", footer)[0]:
+                problems.append((index, "data checksum mismatch"))
+            else:
+                good += 1
+            index += 1
+    return good, problems
+
+
+def good_records(path, compression="auto"):
+    """Yields (record index, bytes) for every record whose checksums verify."""
+    compression = compression_of(path, compression)
+    with _open(path, compression) as handle:
+        index = 0
+        while True:
+            header = handle.read(12)
+            if len(header) < 12 or _masked_crc(header[:8]) != struct.unpack(
+                    "<I", header[8:])[0]:
+                return
+            (length,) = struct.unpack("<Q", header[:8])
+            data = handle.read(length)
+            footer = handle.read(4)
+            if len(data) < length or len(footer) < 4:
+                return
+            if _masked_crc(data) == struct.unpack("<I", footer)[0]:
+                yield index, data
+            index += 1
+
+
+def describe_corruption(files, compression="auto"):
+    """A message naming the first corrupt record among `files`, or None."""
+    for path in files:
+        _, problems = scan_file(path, compression)
+        if problems:
+            index, problem = problems[0]
+            return f"corrupt record in {path}, record {index}: {problem}"
+    return None
+
+
+_ASSERTION = re.compile(r"assertion failed: (.*?)(?:\n|$)")
+
+
+def iterate(dataset, files, compression="auto"):
+    """Iterate `dataset`; input errors come out as clear `InputError`s.
+
+    A DataLossError becomes a CorruptRecordError naming file and record; a
+    failed input check (parsing.check) loses TF's wrapping around its message.
+    """
+    try:
+        yield from dataset
+    except tf.errors.DataLossError as error:
+        message = describe_corruption(files, compression) or str(error)
+        raise CorruptRecordError(
+            f"{message} (pass --skip_corrupt_records to skip such records)"
+        ) from error
+    except tf.errors.InvalidArgumentError as error:
+        found = _ASSERTION.search(error.message)
+        if not found:
+            raise
+        raise InputError(found.group(1).replace("] [", " ").strip("[]")
+                         ) from error
+
+
+def _file_dataset(path, compression):
+    records = tf.data.TFRecordDataset(path, compression_type=compression)
+    return records.enumerate().map(
+        lambda index, serialized: (path, index, serialized))
+
+
+def _good_records_dataset(files_and_compressions):
+    """The checksum-verified records of the given (damaged) files, in order."""
+    return tf.data.Dataset.from_generator(
+        lambda: ((path, index, data)
+                 for path, compression in files_and_compressions
+                 for index, data in good_records(path, compression)),
+        output_signature=(tf.TensorSpec([], tf.string),
+                          tf.TensorSpec([], tf.int64),
+                          tf.TensorSpec([], tf.string)))
+
+
+def _interleaved(files, compressions, shuffle, seed, cycle_length):
+    dataset = tf.data.Dataset.from_tensor_slices((files, compressions))
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=seed,
+                                  reshuffle_each_iteration=True)
+    return dataset.interleave(
+        _file_dataset, cycle_length=max(1, min(len(files), cycle_length)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+
+
+def record_dataset(files, shuffle=False, seed=None, compression="auto",
+                   skip_corrupt_records=False, cycle_length=8):
+    """(file, record index, serialized) from `files`, interleaved in parallel.
+
+    Auto-sharding across workers is by FILE: each worker reads whole files.
+    With `skip_corrupt_records`, every file is scanned first; clean files are
+    read at full speed, files with corrupt records through their good records
+    only, and the number skipped is logged.
+    """
+    compressions = [compression_of(f, compression) for f in files]
+    if skip_corrupt_records:
+        clean, damaged, skipped = [], [], 0
+        for path, file_compression in zip(files, compressions):
+            _, problems = scan_file(path, file_compression)
+            for index, problem in problems:
+                logging.warning("skipping %s record %d: %s", path, index,
+                                problem)
+            skipped += len(problems)
+            (damaged if problems else clean).append((path, file_compression))
+        logging.warning("skipped %d corrupt record(s) or file tail(s) in %d of "
+                        "%d file(s)", skipped, len(damaged), len(files))
+        dataset = _good_records_dataset(damaged)
+        if clean:
+            dataset = _interleaved(*map(list, zip(*clean)), shuffle, seed,
+                                   cycle_length).concatenate(dataset)
+    else:
+        dataset = _interleaved(files, compressions, shuffle, seed, cycle_length)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.FILE)
+    return dataset.with_options(options)
