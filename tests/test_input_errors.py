@@ -1,0 +1,114 @@
+"""Bad input gets a clear error naming the file and record, and loses nothing."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import frames_with_values
+from yt8m_segments.data import reader
+from yt8m_segments.data import records
+from yt8m_segments.data import views
+from yt8m_segments.data.features import FeatureSpec
+
+SPEC = FeatureSpec()
+
+
+def good_video(video_id, num_frames=10, **extra):
+    return dict(video_id=video_id, labels=[1], features=frames_with_values(num_frames),
+                **extra)
+
+
+def read_all(dataset, files):
+    return [batch for batch in reader.iterate(dataset, files)]
+
+
+def corrupt(path, offset_fraction=0.5, truncate=False):
+    data = bytearray(open(path, "rb").read())
+    if truncate:
+        data = data[:int(len(data) * offset_fraction)]
+    else:
+        data[int(len(data) * offset_fraction)] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_corrupt_record_fails_naming_file_and_record(write_videos, truncate):
+    path = write_videos([good_video(f"v{i:03d}") for i in range(3)])
+    corrupt(path, 0.5, truncate)  # inside record 1 of 3
+    dataset = views.test_segment_dataset(path, SPEC, 8)
+    with pytest.raises(reader.CorruptRecordError,
+                       match=rf"{path}, record 1: .*skip_corrupt_records"):
+        read_all(dataset, [path])
+
+
+def test_skip_corrupt_records_keeps_every_good_record(write_videos, caplog):
+    path = write_videos([good_video(f"v{i:03d}") for i in range(4)])
+    clean = write_videos([good_video("cln0")], name="clean.tfrecord")
+    corrupt(path, 0.4)  # record 1's data
+    dataset = views.test_segment_dataset(f"{path},{clean}", SPEC, 100,
+                                         skip_corrupt_records=True)
+    ids = {s.decode().split(":")[0] for b in read_all(dataset, [path, clean])
+           for s in b["segment_id"].numpy()}
+    assert ids == {"v000", "v002", "v003", "cln0"}  # only v001 is lost
+    assert "skipped 1 corrupt record" in caplog.text
+
+
+def test_gzip_is_detected_and_read(tmp_path):
+    path = str(tmp_path / "videos.tfrecord.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        writer.write(records.make_frame_example(**good_video("gzip"))
+                     .SerializeToString())
+    assert reader.compression_of(path) == "GZIP"
+    batch = read_all(views.test_segment_dataset(path, SPEC, 8), [path])[0]
+    assert batch["segment_id"].numpy()[0] == b"gzip:0"
+
+
+@pytest.mark.parametrize("video,message", [
+    (dict(video_id="noau", labels=[1],
+          features={"rgb": frames_with_values(4)["rgb"]}),
+     "feature list 'audio' is missing"),
+    (dict(video_id="zero", labels=[1],
+          features={"rgb": np.zeros((0, 1024), np.uint8),
+                    "audio": np.zeros((0, 128), np.uint8)}),
+     "no frames"),
+    (dict(video_id="size", labels=[1],
+          features={"rgb": np.zeros((3, 1000), np.uint8),
+                    "audio": np.zeros((3, 128), np.uint8)}),
+     "a 'rgb' frame is not 1024 bytes"),
+])
+def test_bad_frames_name_file_record_and_video(write_videos, video, message):
+    path = write_videos([good_video("fine"), video])
+    dataset = views.test_segment_dataset(path, SPEC, 8)
+    with pytest.raises(reader.InputError,
+                       match=rf"{message}.*file: \S+ record: 1 video id: "
+                             rf"{video['video_id']}"):
+        read_all(dataset, [path])
+
+
+def test_segment_past_the_end_names_the_record(write_videos):
+    path = write_videos([good_video("vid0", 10, segment_start_times=[0, 10],
+                                    segment_labels=[1, 1],
+                                    segment_scores=[1.0, 0.0])])
+    dataset = views.rated_segment_dataset(path, SPEC, [1], 8,
+                                          vocabulary_size=5)
+    with pytest.raises(reader.InputError,
+                       match=r"segment start at or past the end.*record: 0 "
+                             r"video id: vid0"):
+        read_all(dataset, [path])
+
+
+def test_rated_label_not_a_segment_class(write_videos):
+    path = write_videos([good_video("vid0", 10, segment_start_times=[0],
+                                    segment_labels=[3], segment_scores=[1.0])])
+    dataset = views.rated_segment_dataset(path, SPEC, [1, 2], 8,
+                                          vocabulary_size=5)
+    with pytest.raises(reader.InputError, match="not a segment class.*label: 3"):
+        read_all(dataset, [path])
+
+
+def test_scan_file_reports_each_problem(write_videos):
+    path = write_videos([good_video(f"v{i}") for i in range(5)])
+    assert reader.scan_file(path) == (5, [])
+    corrupt(path, 0.5)
+    good, problems = reader.scan_file(path)
+    assert good == 4 and problems == [(2, "data checksum mismatch")]
