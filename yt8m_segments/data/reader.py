@@ -171,8 +171,8 @@ def iterate(dataset, files, compression="auto"):
         found = _ASSERTION.search(error.message)
         if not found:
             raise
-        raise InputError(found.group(1).replace("] [", " ").strip("[]")
-                         ) from error
+        message = found.group(1).replace("] [", " ").strip("[]")
+        raise InputError(message.replace("\\'", "'")) from error
 
 
 def _file_dataset(path, compression):
