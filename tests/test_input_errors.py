@@ -102,7 +102,7 @@ def test_rated_label_not_a_segment_class(write_videos):
                                     segment_labels=[3], segment_scores=[1.0])])
     dataset = views.rated_segment_dataset(path, SPEC, [1, 2], 8,
                                           vocabulary_size=5)
-    with pytest.raises(reader.InputError, match="not a segment class.*label: 3"):
+    with pytest.raises(reader.InputError, match="a segment label is not a segment class.*video id: vid0"):
         read_all(dataset, [path])
 
 

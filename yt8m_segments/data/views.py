@@ -212,17 +212,14 @@ def rated_segment_dataset(pattern, feature_spec, segment_class_ids,
         rows = tf.cast(unique_keys // (1 << 32), tf.int32)
         segment_starts = unique_keys % (1 << 32)
 
-        positions = tf.gather(class_positions, parsed["segment_labels"].flat_values)
-        not_segment_class = positions < 0
-        pair_files = tf.gather(parsed["file"], pair_rows)
-        pair_records = tf.gather(parsed["record"], pair_rows)
-        checked = tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(not_segment_class)),
-            ["segment label is not a segment class:", "file:",
-             tf.boolean_mask(pair_files, not_segment_class), "record:",
-             tf.boolean_mask(pair_records, not_segment_class), "label:",
-             tf.boolean_mask(parsed["segment_labels"].flat_values,
-                             not_segment_class)], summarize=10)
+        segment_labels = parsed["segment_labels"]
+        positions = tf.gather(class_positions, segment_labels.flat_values)
+        not_segment_class = parsing.any_per_record(
+            positions < 0, segment_labels.value_rowids(),
+            tf.shape(parsed["id"])[0])
+        checked = parsing.assert_records(
+            [(tf.logical_not(not_segment_class), "a segment label is not a "
+              "segment class")], parsed["file"], parsed["record"], parsed["id"])
         with tf.control_dependencies([checked]):
             pair_index = tf.stack([pair_segment, positions], axis=1)
         num_segments = tf.shape(unique_keys)[0]
