@@ -84,12 +84,12 @@ def video_dataset(pattern, feature_spec, num_classes, max_frames, batch_size,
             index, mask = _sample_indices(num_frames, num_sample_frames,
                                           sample_random_frames, seed)
             flat = tf.gather(frames.row_splits, tf.range(tf.shape(index)[0]))
-            dense = tf.gather(frames.flat_values,
-                              flat[:, None] + tf.minimum(index, num_frames[:, None] - 1))
-            dense = dense * tf.cast(mask, dense.dtype)[..., None]
+            raw = tf.gather(frames.flat_values, flat[:, None] + tf.minimum(
+                index, num_frames[:, None] - 1))
         else:
-            dense = frames.to_tensor()
-            mask = tf.sequence_mask(num_frames, tf.shape(dense)[1])
+            raw = frames.to_tensor()
+            mask = tf.sequence_mask(num_frames, tf.shape(raw)[1])
+        dense = parsing.dequantize_masked(raw, mask)
         return {"id": parsed["id"], "frames": dense, "mask": mask,
                 "labels": _multi_hot(parsed["labels"], num_classes)}
 
@@ -137,20 +137,20 @@ def _window_examples(parsed, rows, starts, context_frames, per_video, extra):
         windows = tf.gather(frames.flat_values,
                             tf.gather(frames.row_splits, rows)[:, None]
                             + tf.cast(index, frames.row_splits.dtype))
-        windows = windows * tf.cast(mask, windows.dtype)[..., None]
-        return {"frames": windows, "mask": mask, "segment_id": segment_id,
-                **extra}
+        return {"frames": parsing.dequantize_masked(windows, mask),
+                "mask": mask, "segment_id": segment_id, **extra}
     num_videos = tf.shape(num_frames)[0]
 
     def by_video(values, default):
         return tf.RaggedTensor.from_value_rowids(
             values, rows, nrows=num_videos).to_tensor(default_value=default)
 
-    dense = frames.to_tensor()
+    raw = frames.to_tensor()
+    frame_mask = tf.sequence_mask(num_frames, tf.shape(raw)[1])
     grouped = {key: by_video(value, tf.zeros([], value.dtype))
                for key, value in extra.items()}
-    return {"frames": dense,
-            "mask": tf.sequence_mask(num_frames, tf.shape(dense)[1]),
+    return {"frames": parsing.dequantize_masked(raw, frame_mask),
+            "mask": frame_mask,
             "window_index": by_video(index, 0),
             "window_mask": by_video(mask, False),
             "segment_mask": by_video(tf.ones_like(rows, tf.bool), False),
@@ -161,10 +161,12 @@ def _finish(dataset, to_examples, batch_size, per_video, shuffle, seed):
     dataset = dataset.map(to_examples, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=not shuffle)
     if not per_video:
-        dataset = dataset.unbatch()
         if shuffle:
-            dataset = dataset.shuffle(16 * batch_size, seed=seed)
-        dataset = dataset.batch(batch_size)
+            dataset = dataset.unbatch().shuffle(16 * batch_size, seed=seed)
+            dataset = dataset.batch(batch_size)
+        else:
+            # rebatch slices whole batches: no per-window element overhead.
+            dataset = dataset.rebatch(batch_size)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
