@@ -108,3 +108,23 @@ def test_demo_fine_tuning_beats_pretraining_and_random(tmp_path):
     finetuned = float(table["fine-tuned on rated segments"])
     assert finetuned > pretrained + 0.1
     assert finetuned > 5 * random_map
+
+
+def test_mixture_with_context_frames_through_both_stages(runs):
+    tiny = os.path.join(os.path.dirname(os.path.dirname(__file__)), "flags",
+                        "tiny_mix_nextvlad.flags")
+    common = [f"--flagfile={tiny}", "--num_classes=100", "--batch_size=16",
+              "--num_epochs=1"]
+    command("train", "--stage=pretrain", *common,
+            f"--train_data_pattern={runs}/data/train-*.tfrecord",
+            f"--train_dir={runs}/mix_pretrain")
+    command("train", "--stage=finetune", *common, "--context_frames=5",
+            f"--train_data_pattern={runs}/data/validate-*.tfrecord",
+            f"--pretrain_dir={runs}/mix_pretrain",
+            f"--train_dir={runs}/mix_finetune")
+    config = (runs / "mix_finetune" / "run_config.json").read_text()
+    assert '"context_frames": 5' in config
+    result = command("eval", f"--eval_data_pattern={runs}/data/validate-*.tfrecord",
+                     f"--train_dir={runs}/mix_finetune", "--segment_max_pred=50",
+                     "--num_classes=100")
+    assert result.stdout.strip().splitlines()[-1].startswith("MAP@50 ")

@@ -25,6 +25,7 @@ from yt8m_segments import run_artifacts
 from yt8m_segments.data import classes
 from yt8m_segments.data import reader
 from yt8m_segments.data import views
+from yt8m_segments.models import mixture
 from yt8m_segments.models import registry
 
 flags.DEFINE_enum("stage", "pretrain", ["pretrain", "finetune"],
@@ -41,6 +42,11 @@ flags.DEFINE_integer("dbof_hidden_size", 1024, "DBoF hidden layer width.")
 flags.DEFINE_enum("dbof_pooling", "max", ["max", "average"],
                   "How DBoF pools clusters over frames.")
 flags.DEFINE_integer("moe_num_mixtures", 2, "Experts per class in the MoE.")
+flags.DEFINE_multi_string(
+    "model_hparams", [],
+    "Model hyperparameters over the model's paper defaults: key=value,... or "
+    "a JSON object; repeatable, later ones win (python -m "
+    "yt8m_segments.models --list; keys in yt8m_segments/models/registry.py).")
 flags.DEFINE_integer("max_frames", 300, "Frames read per video (pretraining).")
 flags.DEFINE_integer("num_sample_frames", None,
                      "Pretraining: train on this many frames per video instead "
@@ -65,6 +71,25 @@ DEFAULT_PRETRAIN_LEARNING_RATE = 1e-3
 FINETUNE_LEARNING_RATE_SCALE = 0.1
 
 
+# Flags that predate --model_hparams; passed on when given or changed.
+MODEL_HPARAM_FLAGS = ("dbof_cluster_size", "dbof_hidden_size", "dbof_pooling",
+                      "moe_num_mixtures")
+
+
+def model_config(feature_spec):
+    """The ModelConfig that --model, its classifier and hparam flags describe."""
+    hparams = {name: FLAGS[name].value for name in MODEL_HPARAM_FLAGS
+               if FLAGS[name].present
+               or FLAGS[name].value != FLAGS[name].default}
+    hparams["feature_sizes"] = list(feature_spec.sizes)
+    hparams.update(registry.parse_hparams(FLAGS.model_hparams))
+    return registry.ModelConfig(
+        model=FLAGS.model, classifier=FLAGS.video_level_classifier_model,
+        num_classes=FLAGS.num_classes, feature_size=feature_spec.total_size,
+        hparams=registry.resolve_hparams(FLAGS.model, hparams,
+                                         feature_spec.total_size))
+
+
 def finetune_model(pretrained, segment_class_ids):
     """A copy of the pretrained model whose classifier keeps only some classes.
 
@@ -84,18 +109,27 @@ def finetune_model(pretrained, segment_class_ids):
     return model, config
 
 
-def _train_loop(model, dataset, files, learning_rate):
+def _forward_and_loss(model, config):
+    """What to run and how to score it: mixtures add their distillation terms."""
+    if mixture.is_mixture(model):
+        options = mixture.loss_options(config.hparams)
+        return mixture.training_model(model), (
+            lambda labels, outputs, weights: mixture.mixture_loss(
+                labels, outputs, weights, **options))
+    return model, losses.weighted_binary_crossentropy
+
+
+def _train_loop(model, config, dataset, files, learning_rate):
     """Plain gradient descent over `dataset`; prints loss and rate."""
     optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build(model.trainable_variables)
+    forward, loss_fn = _forward_and_loss(model, config)
 
     @tf.function(reduce_retracing=True)
     def train_step(frames, mask, labels, weights):
         with tf.GradientTape() as tape:
-            probabilities = model({"frames": frames, "mask": mask},
-                                  training=True)
-            loss = losses.weighted_binary_crossentropy(
-                labels, probabilities, weights)
+            outputs = forward({"frames": frames, "mask": mask}, training=True)
+            loss = loss_fn(labels, outputs, weights)
             total = loss + tf.add_n(model.losses) if model.losses else loss
         gradients = tape.gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
@@ -140,17 +174,7 @@ def main(argv):
     if FLAGS.stage == "pretrain":
         feature_spec = flag_defs.feature_spec()
         class_ids = list(range(FLAGS.num_classes))
-        config = registry.ModelConfig(
-            model=FLAGS.model,
-            classifier=FLAGS.video_level_classifier_model,
-            num_classes=FLAGS.num_classes,
-            feature_size=feature_spec.total_size,
-            hparams={
-                "dbof_cluster_size": FLAGS.dbof_cluster_size,
-                "dbof_hidden_size": FLAGS.dbof_hidden_size,
-                "dbof_pooling": FLAGS.dbof_pooling,
-                "moe_num_mixtures": FLAGS.moe_num_mixtures,
-            })
+        config = model_config(feature_spec)
         model = registry.build_model(config)
         learning_rate = FLAGS.learning_rate or DEFAULT_PRETRAIN_LEARNING_RATE
         dataset = views.video_dataset(
@@ -179,7 +203,8 @@ def main(argv):
 
     logging.info("%s: %s with %d parameters, %d classes", FLAGS.stage,
                  model.name, model.count_params(), len(class_ids))
-    _train_loop(model, dataset.repeat(FLAGS.num_epochs), files, learning_rate)
+    _train_loop(model, config, dataset.repeat(FLAGS.num_epochs), files,
+                learning_rate)
     run_artifacts.save_run(FLAGS.train_dir, model, config, class_ids,
                            feature_spec, extra={"stage": FLAGS.stage,
                                   "learning_rate": learning_rate,

@@ -83,8 +83,9 @@ class NeXtVLAD(keras.layers.Layer):
         vlad = vlad - ops.sum(a, axis=(1, 2))[..., None] * self.centroids
         vlad = ops.reshape(l2_normalize(vlad, axis=-1),
                            (-1, self.cluster_size * self.group_size))
-        return self.output_norm(vlad, training=training,
-                                mask=ops.any(mask, axis=1))
+        # A new tensor: the batch norm's per-row mask must not reach the head.
+        return ops.copy(self.output_norm(vlad, training=training,
+                                         mask=ops.any(mask, axis=1)))
 
     def compute_output_shape(self, input_shape):
         group_size = self.expansion * input_shape[-1] // self.groups
