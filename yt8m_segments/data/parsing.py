@@ -89,11 +89,13 @@ def parse_frame_batch(files, indices, serialized, feature_spec,
                          f"a '{name}' frame is not {size} bytes"))
     labels = context["labels"]
     if num_classes is not None:
-        problems.append((
-            tf.reduce_all((labels >= 0) & (labels < num_classes), axis=1),
-            f"label id outside the {num_classes}-class vocabulary"))
+        outside = any_per_record(
+            (labels.flat_values < 0) | (labels.flat_values >= num_classes),
+            labels.value_rowids(), num_records)
+        problems.append((tf.logical_not(outside),
+                         f"label id outside the {num_classes}-class vocabulary"))
     if with_segments:
-        problems.extend(_segment_problems(context, num_frames))
+        problems.extend(_segment_problems(context, num_frames, num_records))
     checks = [assert_records(problems, files, indices, ids)]
 
     with tf.control_dependencies(checks):
@@ -101,10 +103,15 @@ def parse_frame_batch(files, indices, serialized, feature_spec,
                          for name in feature_spec.names], axis=1)
         frames = tf.RaggedTensor.from_row_splits(raw, first.row_splits,
                                                  validate=False)
-    parsed = {"file": files, "record": indices, "id": context["id"],
-              "labels": labels, "frames": frames, "num_frames": num_frames}
+        # Everything downstream waits for the checks, not only the frames.
+        checked = {key: value.with_flat_values(tf.identity(value.flat_values))
+                   for key, value in context.items()
+                   if isinstance(value, tf.RaggedTensor)}
+    parsed = {"file": files, "record": indices, "id": ids,
+              "labels": checked["labels"], "frames": frames,
+              "num_frames": num_frames}
     if with_segments:
-        parsed.update({key: context[key] for key in SEGMENT_CONTEXT})
+        parsed.update({key: checked[key] for key in SEGMENT_CONTEXT})
     return parsed
 
 
@@ -114,14 +121,18 @@ def dequantize_masked(raw, mask):
     return frames * tf.cast(mask, tf.float32)[..., None]
 
 
-def _segment_problems(context, num_frames):
+def _segment_problems(context, num_frames, num_records):
+    """Segment checks on flat values: ragged broadcasting is slow in tf.data."""
     starts = context["segment_start_times"]
     same_length = (
         tf.equal(starts.row_lengths(), context["segment_labels"].row_lengths())
         & tf.equal(starts.row_lengths(), context["segment_scores"].row_lengths()))
-    inside = tf.reduce_all(
-        (starts >= 0) & (starts < tf.cast(num_frames, tf.int64)[:, None]),
-        axis=1)
+    rows = starts.value_rowids()
+    length = tf.cast(tf.gather(num_frames, rows), tf.int64)
+    outside = any_per_record(
+        (starts.flat_values < 0) | (starts.flat_values >= length), rows,
+        num_records)
+    inside = tf.logical_not(outside)
     return [(same_length, "segment_start_times, segment_labels and "
              "segment_scores have different lengths"),
             (inside, "segment start at or past the end of the video")]

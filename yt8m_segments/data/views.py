@@ -36,11 +36,16 @@ def _serialized(files, batch_size, shuffle, seed, repeat, compression,
     return dataset.batch(batch_size)
 
 
-def _multi_hot(positions, depth):
-    """[..., depth] multi-hot of ragged or dense `positions` (last axis)."""
-    if isinstance(positions, tf.RaggedTensor):
-        positions = positions.to_tensor(default_value=-1)
-    return tf.minimum(tf.reduce_sum(tf.one_hot(positions, depth), axis=-2), 1.0)
+def _multi_hot(values, rows, num_rows, depth):
+    """[num_rows, depth] with 1 at (rows[i], values[i]) for every values[i] >= 0.
+
+    Flat scatter rather than ragged ops, which are slow inside tf.data.
+    """
+    keep = values >= 0
+    index = tf.stack([tf.cast(tf.boolean_mask(rows, keep), tf.int32),
+                      tf.cast(tf.boolean_mask(values, keep), tf.int32)], axis=1)
+    return tf.tensor_scatter_nd_max(tf.zeros([num_rows, depth]), index,
+                                    tf.ones([tf.shape(index)[0]]))
 
 
 def _sample_indices(num_frames, num_samples, random_frames, seed):
@@ -78,7 +83,7 @@ def video_dataset(pattern, feature_spec, num_classes, max_frames, batch_size,
         parsed = parsing.parse_frame_batch(batch_files, batch_records,
                                            serialized, feature_spec,
                                            num_classes=num_classes)
-        frames = parsed["frames"][:, :max_frames]
+        frames = parsed["frames"]
         num_frames = tf.minimum(parsed["num_frames"], max_frames)
         if num_sample_frames:
             index, mask = _sample_indices(num_frames, num_sample_frames,
@@ -87,11 +92,13 @@ def video_dataset(pattern, feature_spec, num_classes, max_frames, batch_size,
             raw = tf.gather(frames.flat_values, flat[:, None] + tf.minimum(
                 index, num_frames[:, None] - 1))
         else:
-            raw = frames.to_tensor()
+            raw = frames.to_tensor()[:, :max_frames]
             mask = tf.sequence_mask(num_frames, tf.shape(raw)[1])
         dense = parsing.dequantize_masked(raw, mask)
+        labels = parsed["labels"]
         return {"id": parsed["id"], "frames": dense, "mask": mask,
-                "labels": _multi_hot(parsed["labels"], num_classes)}
+                "labels": _multi_hot(labels.flat_values, labels.value_rowids(),
+                                     tf.shape(num_frames)[0], num_classes)}
 
     dataset = _serialized(files, batch_size, shuffle, seed, repeat,
                           compression, skip_corrupt_records)
@@ -232,9 +239,11 @@ def rated_segment_dataset(pattern, feature_spec, segment_class_ids,
             tf.zeros([num_segments, num_classes], tf.bool), pair_index,
             tf.ones_like(positions, tf.bool))
 
-        video_positions = tf.ragged.map_flat_values(
-            tf.gather, class_positions, parsed["labels"])
-        outside = 1.0 - _multi_hot(video_positions, num_classes)  # [B, C]
+        video_labels = parsed["labels"]
+        outside = 1.0 - _multi_hot(
+            tf.gather(class_positions, video_labels.flat_values),
+            video_labels.value_rowids(), tf.shape(parsed["id"])[0],
+            num_classes)  # [B, C]
         weak_negative = outside * negative_weight / tf.maximum(
             tf.reduce_sum(outside, axis=1, keepdims=True), 1.0)
         weights = tf.tensor_scatter_nd_update(
@@ -264,9 +273,10 @@ def test_segment_dataset(pattern, feature_spec, batch_size, context_frames=0,
         parsed = parsing.parse_frame_batch(batch_files, batch_records,
                                            serialized, feature_spec)
         num_windows = (parsed["num_frames"] + SEGMENT_FRAMES - 1) // SEGMENT_FRAMES
-        window_of_video = tf.ragged.range(num_windows)
-        rows = tf.cast(window_of_video.value_rowids(), tf.int32)
-        starts = window_of_video.flat_values * SEGMENT_FRAMES
+        rows = tf.repeat(tf.range(tf.shape(num_windows)[0]), num_windows)
+        first_window = tf.cumsum(num_windows, exclusive=True)
+        starts = (tf.range(tf.reduce_sum(num_windows))
+                  - tf.gather(first_window, rows)) * SEGMENT_FRAMES
         return _window_examples(parsed, rows, starts, context_frames,
                                 per_video, {})
 
