@@ -15,8 +15,9 @@ SEGMENT_CONTEXT = ("segment_start_times", "segment_labels", "segment_scores")
 def assert_records(problems, files, indices, ids):
     """One assertion for many per-record checks, naming the failing records.
 
-    `problems` is a list of (ok [B] bool, message). A single Assert per batch
-    keeps checking cheap inside tf.data (each Assert is a conditional).
+    `problems` is a list of (ok [B] bool, message). One Assert per batch,
+    fed only strings: tf.debugging.Assert wraps itself in a conditional (slow
+    inside tf.data) unless all its data are strings or int32.
     """
     problem = tf.fill(tf.shape(files), "")
     for ok, message in reversed(problems):
@@ -27,7 +28,8 @@ def assert_records(problems, files, indices, ids):
         [tf.strings.reduce_join(tf.unique(tf.boolean_mask(problem, bad))[0],
                                 separator="; "),
          "file:", tf.boolean_mask(files, bad), "record:",
-         tf.boolean_mask(indices, bad), "video id:", tf.boolean_mask(ids, bad)],
+         tf.strings.as_string(tf.boolean_mask(indices, bad)), "video id:",
+         tf.boolean_mask(ids, bad)],
         summarize=10)
 
 
