@@ -84,11 +84,14 @@ def test_pretrained_run_needs_the_segment_classes(runs):
     assert (runs / "x.csv").read_text().startswith("Class,Segments\n")
 
 
-def test_train_refuses_to_overwrite_a_run(runs):
+def test_rerunning_a_finished_run_resumes_and_trains_no_more(runs):
     result = command("train", "--stage=pretrain", *TINY_MODEL,
                      f"--train_data_pattern={runs}/data/train-*.tfrecord",
-                     f"--train_dir={runs}/pretrain", expect_ok=False)
-    assert "start_new_model" in result.stderr
+                     f"--train_dir={runs}/pretrain")
+    assert "resumed from" in result.stderr
+    steps = re.findall(r"after (\d+) steps", result.stderr)
+    assert steps and steps[-1] == re.findall(
+        r"ckpt-(\d+)", result.stderr)[0]
 
 
 def test_a_pattern_matching_nothing_names_the_pattern(runs):

@@ -10,7 +10,7 @@ Fine-tuning starts from the pretrained weights, keeps only the segment classes'
 classifier rows, and trains on rated segments with the weighted loss.
 """
 
-import time
+import os
 
 import keras
 import numpy as np
@@ -19,11 +19,13 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from yt8m_segments import distribution
 from yt8m_segments import flag_defs
 from yt8m_segments import losses
 from yt8m_segments import run_artifacts
+from yt8m_segments import trainer as trainer_lib
+from yt8m_segments import validation
 from yt8m_segments.data import classes
-from yt8m_segments.data import reader
 from yt8m_segments.data import views
 from yt8m_segments.models import mixture
 from yt8m_segments.models import registry
@@ -61,10 +63,33 @@ flags.DEFINE_integer("num_epochs", 5, "Passes over the training data.")
 flags.DEFINE_float("negative_weight", 1.0,
                    "Fine-tuning: alpha, the total weight of the weak negatives "
                    "(segment classes outside the video's labels).")
-flags.DEFINE_integer("log_every_steps", 50, "Print progress this often.")
+flags.DEFINE_integer("log_every_steps", 50, "Log and summarise this often.")
+flags.DEFINE_enum("strategy", "default", list(distribution.STRATEGIES),
+                  "tf.distribute strategy: default (one device), mirrored "
+                  "(local GPUs or --num_cpu_devices logical CPUs), "
+                  "multi_worker (machines in TF_CONFIG; needs --max_steps).")
+flags.DEFINE_integer("num_cpu_devices", 0,
+                     "With --strategy=mirrored and no GPU: logical CPU devices.")
+flags.DEFINE_integer("max_steps", None,
+                     "Train exactly this many steps instead of --num_epochs.")
+flags.DEFINE_integer("checkpoint_every_steps", 500,
+                     "Checkpoint (model, optimizer, EMA, step) this often; a "
+                     "rerun of the same command resumes from the last one.")
+flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints to keep.")
+flags.DEFINE_float("ema_momentum", None,
+                   "Keep an exponential moving average of the weights with "
+                   "this momentum (e.g. 0.999), used for validation and the "
+                   "saved model; the raw weights stay in the checkpoints.")
+flags.DEFINE_string("eval_data_pattern", None,
+                    "Validate records for MAP@K every --eval_every_steps; "
+                    "with --num_folds > 1 the held-out fold is used instead.")
+flags.DEFINE_integer("eval_every_steps", None,
+                     "Validate this often (and at the end); the best run is "
+                     "kept in <train_dir>/best.")
 flags.DEFINE_integer("seed", 0, "Seed for shuffling and initialisation.")
 flags.DEFINE_bool("start_new_model", False,
-                  "Overwrite a model already in --train_dir.")
+                  "Start afresh, deleting the checkpoints in --train_dir, "
+                  "instead of resuming from them.")
 
 FLAGS = flags.FLAGS
 DEFAULT_PRETRAIN_LEARNING_RATE = 1e-3
@@ -109,54 +134,41 @@ def finetune_model(pretrained, segment_class_ids):
     return model, config
 
 
-def _forward_and_loss(model, config):
-    """What to run and how to score it: mixtures add their distillation terms."""
+def _forward_and_loss(model, config, stage):
+    """The model to run in training and its per-example loss (batch, outputs)."""
     if mixture.is_mixture(model):
         options = mixture.loss_options(config.hparams)
-        return mixture.training_model(model), (
-            lambda labels, outputs, weights: mixture.mixture_loss(
-                labels, outputs, weights, **options))
-    return model, losses.weighted_binary_crossentropy
+
+        def mixture_per_example(batch, outputs):
+            # The mixture loss is a batch mean; spread it over the examples.
+            loss = mixture.mixture_loss(batch["labels"], outputs,
+                                        batch.get("weights"), **options)
+            return tf.fill(tf.shape(batch["labels"])[:1], loss)
+        return mixture.training_model(model), mixture_per_example
+
+    def per_example(batch, probabilities):
+        return losses.weighted_bce_per_example(
+            batch["labels"], probabilities,
+            batch["weights"] if stage == "finetune" else None)
+    return model, per_example
 
 
-def _train_loop(model, config, dataset, files, learning_rate):
-    """Plain gradient descent over `dataset`; prints loss and rate."""
-    optimizer = keras.optimizers.Adam(learning_rate)
-    optimizer.build(model.trainable_variables)
-    forward, loss_fn = _forward_and_loss(model, config)
+def _validation(model, class_ids, columns, feature_spec, files):
+    """A callable giving MAP@K on the rated segments of `files`."""
+    dataset = views.rated_segment_dataset(
+        None, feature_spec, class_ids, FLAGS.batch_size,
+        vocabulary_size=FLAGS.num_classes, context_frames=FLAGS.context_frames,
+        files=files, **flag_defs.input_options())
+    return lambda: validation.rated_segment_map(
+        model, dataset, files, class_ids, columns, FLAGS.segment_max_pred)
 
-    @tf.function(reduce_retracing=True)
-    def train_step(frames, mask, labels, weights):
-        with tf.GradientTape() as tape:
-            outputs = forward({"frames": frames, "mask": mask}, training=True)
-            loss = loss_fn(labels, outputs, weights)
-            total = loss + tf.add_n(model.losses) if model.losses else loss
-        gradients = tape.gradient(total, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
 
-    start = time.time()
-    examples = 0
-    loss_sum, loss_count = 0.0, 0
-    batches = reader.iterate(dataset, files, FLAGS.compression)
-    for step, batch in enumerate(batches, start=1):
-        weights = batch.get("weights", tf.ones_like(batch["labels"]))
-        loss = train_step(batch["frames"], batch["mask"], batch["labels"],
-                          weights)
-        examples += int(batch["labels"].shape[0])
-        loss_sum += float(loss)
-        loss_count += 1
-        if step % FLAGS.log_every_steps == 0:
-            elapsed = time.time() - start
-            logging.info("step %d: loss %.4f, %.0f examples/s",
-                         step, loss_sum / loss_count,
-                         examples / max(elapsed, 1e-9))
-            loss_sum, loss_count = 0.0, 0
-    if examples == 0:
-        raise ValueError(
-            f"no training example in '{FLAGS.train_data_pattern}'")
-    logging.info("trained on %d examples in %.1f s", examples,
-                 time.time() - start)
+def _validation_files():
+    if FLAGS.num_folds > 1:
+        return flag_defs.data_files(FLAGS.train_data_pattern, holdout=True)
+    if FLAGS.eval_data_pattern:
+        return views.list_files(FLAGS.eval_data_pattern)
+    return None
 
 
 def main(argv):
@@ -164,52 +176,83 @@ def main(argv):
     for name in ("train_data_pattern", "train_dir"):
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
-    if run_artifacts.has_run(FLAGS.train_dir) and not FLAGS.start_new_model:
-        raise app.UsageError(
-            f"{FLAGS.train_dir} already holds a model; pass --start_new_model "
-            "to replace it")
+    if FLAGS.strategy == "multi_worker" and not FLAGS.max_steps:
+        raise app.UsageError("--strategy=multi_worker needs --max_steps, so "
+                             "that every worker runs the same steps")
+    strategy = distribution.make_strategy(FLAGS.strategy, FLAGS.num_cpu_devices)
+    checkpoints = os.path.join(FLAGS.train_dir, trainer_lib.CHECKPOINT_DIR)
+    if FLAGS.start_new_model and tf.io.gfile.exists(checkpoints):
+        tf.io.gfile.rmtree(checkpoints)
     keras.utils.set_random_seed(FLAGS.seed)
     files = flag_defs.data_files(FLAGS.train_data_pattern, holdout=False)
+    global_batch_size = FLAGS.batch_size
 
-    if FLAGS.stage == "pretrain":
-        feature_spec = flag_defs.feature_spec()
-        class_ids = list(range(FLAGS.num_classes))
-        config = model_config(feature_spec)
-        model = registry.build_model(config)
-        learning_rate = FLAGS.learning_rate or DEFAULT_PRETRAIN_LEARNING_RATE
-        dataset = views.video_dataset(
-            FLAGS.train_data_pattern, feature_spec, FLAGS.num_classes,
-            FLAGS.max_frames, FLAGS.batch_size, shuffle=True, seed=FLAGS.seed,
-            num_sample_frames=FLAGS.num_sample_frames,
-            sample_random_frames=FLAGS.sample_random_frames, files=files,
-            **flag_defs.input_options())
-    else:
-        if not FLAGS.pretrain_dir:
-            raise app.UsageError("--stage=finetune needs --pretrain_dir")
-        pretrained = run_artifacts.Run(FLAGS.pretrain_dir)
-        feature_spec = pretrained.feature_spec
-        class_ids = classes.resolve_segment_label_ids(
-            FLAGS.segment_labels_file, ",".join(files))
-        model, config = finetune_model(pretrained, class_ids)
-        learning_rate = FLAGS.learning_rate or (
-            FINETUNE_LEARNING_RATE_SCALE * pretrained.config.get(
-                "learning_rate", DEFAULT_PRETRAIN_LEARNING_RATE))
-        dataset = views.rated_segment_dataset(
-            FLAGS.train_data_pattern, feature_spec, class_ids,
-            FLAGS.batch_size, negative_weight=FLAGS.negative_weight,
-            vocabulary_size=FLAGS.num_classes, shuffle=True, seed=FLAGS.seed,
+    with strategy.scope():
+        if FLAGS.stage == "pretrain":
+            feature_spec = flag_defs.feature_spec()
+            class_ids = list(range(FLAGS.num_classes))
+            config = model_config(feature_spec)
+            model = registry.build_model(config)
+            learning_rate = FLAGS.learning_rate or DEFAULT_PRETRAIN_LEARNING_RATE
+        else:
+            if not FLAGS.pretrain_dir:
+                raise app.UsageError("--stage=finetune needs --pretrain_dir")
+            pretrained = run_artifacts.Run(FLAGS.pretrain_dir)
+            feature_spec = pretrained.feature_spec
+            class_ids = classes.resolve_segment_label_ids(
+                FLAGS.segment_labels_file, ",".join(files))
+            model, config = finetune_model(pretrained, class_ids)
+            learning_rate = FLAGS.learning_rate or (
+                FINETUNE_LEARNING_RATE_SCALE * pretrained.config.get(
+                    "learning_rate", DEFAULT_PRETRAIN_LEARNING_RATE))
+
+    def make_dataset(epoch):
+        seed = FLAGS.seed + epoch
+        if FLAGS.stage == "pretrain":
+            return views.video_dataset(
+                None, feature_spec, FLAGS.num_classes, FLAGS.max_frames,
+                global_batch_size, shuffle=True, seed=seed,
+                num_sample_frames=FLAGS.num_sample_frames,
+                sample_random_frames=FLAGS.sample_random_frames, files=files,
+                **flag_defs.input_options())
+        return views.rated_segment_dataset(
+            None, feature_spec, class_ids, global_batch_size,
+            negative_weight=FLAGS.negative_weight,
+            vocabulary_size=FLAGS.num_classes, shuffle=True, seed=seed,
             context_frames=FLAGS.context_frames, files=files,
             **flag_defs.input_options())
 
-    logging.info("%s: %s with %d parameters, %d classes", FLAGS.stage,
-                 model.name, model.count_params(), len(class_ids))
-    _train_loop(model, config, dataset.repeat(FLAGS.num_epochs), files,
-                learning_rate)
-    run_artifacts.save_run(FLAGS.train_dir, model, config, class_ids,
-                           feature_spec, extra={"stage": FLAGS.stage,
-                                  "learning_rate": learning_rate,
-                                  "context_frames": FLAGS.context_frames})
-    logging.info("saved %s", FLAGS.train_dir)
+    def save(directory):
+        run_artifacts.save_run(
+            directory, model, config, class_ids, feature_spec,
+            extra={"stage": FLAGS.stage, "learning_rate": learning_rate,
+                   "context_frames": FLAGS.context_frames})
+
+    validate = None
+    validation_files = _validation_files()
+    if validation_files:
+        segment_classes = (class_ids if FLAGS.stage == "finetune" else
+                           classes.resolve_segment_label_ids(
+                               FLAGS.segment_labels_file,
+                               ",".join(validation_files)))
+        validate = _validation(model, segment_classes,
+                               [class_ids.index(c) for c in segment_classes],
+                               feature_spec, validation_files)
+
+    forward, loss_fn = _forward_and_loss(model, config, FLAGS.stage)
+    logging.info("%s: %s with %d parameters, %d classes, %d replica(s)",
+                 FLAGS.stage, model.name, model.count_params(), len(class_ids),
+                 strategy.num_replicas_in_sync)
+    trainer = trainer_lib.Trainer(
+        strategy, model, forward, loss_fn, FLAGS.train_dir, learning_rate,
+        global_batch_size, save, ema_momentum=FLAGS.ema_momentum,
+        checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+        keep_checkpoints=FLAGS.keep_checkpoints,
+        log_every_steps=FLAGS.log_every_steps, validate=validate,
+        eval_every_steps=FLAGS.eval_every_steps)
+    trainer.restore()
+    steps = trainer.fit(make_dataset, FLAGS.num_epochs, FLAGS.max_steps)
+    logging.info("saved %s after %d steps", FLAGS.train_dir, steps)
 
 
 def run():

@@ -199,7 +199,7 @@ def _interleaved(files, compressions, shuffle, seed, cycle_length):
                                   reshuffle_each_iteration=True)
     return dataset.interleave(
         _file_dataset, cycle_length=max(1, min(len(files), cycle_length)),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+        num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def record_dataset(files, shuffle=False, seed=None, compression="auto",

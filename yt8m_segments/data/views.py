@@ -102,8 +102,7 @@ def video_dataset(pattern, feature_spec, num_classes, max_frames, batch_size,
 
     dataset = _serialized(files, batch_size, shuffle, seed, repeat,
                           compression, skip_corrupt_records)
-    return dataset.map(to_videos, num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=not shuffle).prefetch(tf.data.AUTOTUNE)
+    return dataset.map(to_videos, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def window_indices(num_frames, rows, starts, context_frames=0):
@@ -165,8 +164,7 @@ def _window_examples(parsed, rows, starts, context_frames, per_video, extra):
 
 
 def _finish(dataset, to_examples, batch_size, per_video, shuffle, seed):
-    dataset = dataset.map(to_examples, num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=not shuffle)
+    dataset = dataset.map(to_examples, num_parallel_calls=tf.data.AUTOTUNE)
     if not per_video:
         if shuffle:
             dataset = dataset.unbatch().shuffle(16 * batch_size, seed=seed)

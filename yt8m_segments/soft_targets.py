@@ -1,0 +1,185 @@
+"""Distillation from a teacher's cached predictions (soft targets).
+
+The cache is a directory (written by the prediction side):
+  segment_ids.txt     one segment id per line ("<video id>:<start>"), N lines
+  segment_probs.npy   float16 [N, C_teacher], row i for segment_ids[i]
+  class_ids.json      the class id of each column: a JSON list of C_teacher
+                      ints (or an object with a "class_ids" list)
+  meta.json           yt8m_segments.cache's commit marker (a warning if absent)
+
+`TeacherLookup.from_cache_dir(path, class_ids)` keeps the columns of the
+student's classes in the student's order (a clear error names any class the
+teacher lacks). Calling the lookup on a batch of string segment ids (any
+shape S) gives (teacher_probs float32 [*S, C], found bool [*S]): a
+tf.lookup.StaticHashTable maps id -> row, then tf.gather reads the rows.
+Ids the cache lacks get zero rows and found=False: multiply their KD term by
+`found` (`soft_target_loss_per_example(..., mask=found)` does) so they get
+none.
+
+Where to call it: either in the input pipeline,
+`dataset.map(lookup.add_to_batch)` (adds "teacher_probs" and "teacher_found"
+to each batch dict, so the targets are distributed with the batch), or in
+the train step on `batch["segment_id"]`. The probabilities live in one
+host (CPU) tensor, fp16: 2 bytes per segment and class (about 470 MB for
+237k segments x 1000 classes).
+
+The loss (`soft_target_loss_per_example`): binary cross-entropy of the
+student's probabilities against the teacher's, summed over classes like the
+hard-label loss (`losses.weighted_bce_per_example`), so the two terms have
+the same scale and `total = hard + kd_weight * soft` is a plain mix. Classes
+are independent sigmoids here, so per-class BCE (not a softmax KL over
+classes, as in the mixture's on-the-fly KD) is the natural soft target. It
+equals KL(teacher || student) per class plus the teacher's entropy, a
+constant: the gradients are those of the KL, but the value is not 0 when the
+student matches the teacher. With a temperature T != 1 both sides are
+softened in logit space, q = sigmoid(logit(p) / T), and the loss is scaled
+by T^2 (Hinton et al. 2015) so its gradients keep their size across T.
+"""
+
+import json
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from yt8m_segments import losses
+
+IDS_FILE = "segment_ids.txt"
+PROBS_FILE = "segment_probs.npy"
+CLASSES_FILE = "class_ids.json"
+META_FILE = "meta.json"  # yt8m_segments.cache's commit marker, written last
+
+_EPSILON = 1e-7
+
+
+def _read_class_ids(path):
+    with tf.io.gfile.GFile(path) as handle:
+        value = json.load(handle)
+    if isinstance(value, dict):
+        value = value["class_ids"]
+    return [int(c) for c in value]
+
+
+def _read_ids(path):
+    with tf.io.gfile.GFile(path) as handle:
+        return [line.rstrip("\r\n") for line in handle if line.strip()]
+
+
+def _read_probs(path):
+    if os.path.exists(path):  # local: memory-map, copy only the kept columns
+        return np.load(path, mmap_mode="r")
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        return np.load(handle)
+
+
+def column_positions(teacher_class_ids, class_ids, where="the teacher cache"):
+    """Teacher column of each student class id; ValueError names any missing."""
+    position = {int(c): i for i, c in enumerate(teacher_class_ids)}
+    missing = [int(c) for c in class_ids if int(c) not in position]
+    if missing:
+        raise ValueError(
+            f"{where} has no column for classes {missing[:10]}"
+            f"{'...' if len(missing) > 10 else ''} ({len(missing)} of "
+            f"{len(class_ids)} student classes missing)")
+    return [position[int(c)] for c in class_ids]
+
+
+class TeacherLookup:
+    """Segment id -> cached teacher probabilities, as TF ops.
+
+    `segment_ids` [N] strings (or bytes), `probabilities` [N, C] (kept as
+    float16; returned as float32). Duplicate ids are an error.
+    """
+
+    def __init__(self, segment_ids, probabilities):
+        segment_ids = np.asarray(
+            [s.decode() if isinstance(s, bytes) else str(s)
+             for s in segment_ids], dtype=object)
+        probabilities = np.asarray(probabilities)
+        if probabilities.ndim != 2 or probabilities.shape[0] != len(segment_ids):
+            raise ValueError(
+                f"teacher probabilities {probabilities.shape} do not match "
+                f"{len(segment_ids)} segment ids: expected [N, C]")
+        if len(set(segment_ids)) != len(segment_ids):
+            raise ValueError("teacher segment ids contain duplicates")
+        self.num_segments, self.num_classes = probabilities.shape
+        with tf.device("/cpu:0"):
+            # One zero row at the end: what missing ids read.
+            self._probabilities = tf.constant(np.concatenate(
+                [probabilities.astype(np.float16),
+                 np.zeros((1, self.num_classes), np.float16)]))
+            self._table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(segment_ids.astype(str), tf.string),
+                    tf.range(self.num_segments, dtype=tf.int64)),
+                default_value=-1)
+
+    @classmethod
+    def from_cache_dir(cls, path, class_ids):
+        """Load a teacher cache directory, columns reordered to `class_ids`."""
+        for name in (IDS_FILE, PROBS_FILE, CLASSES_FILE):
+            if not tf.io.gfile.exists(os.path.join(path, name)):
+                raise FileNotFoundError(
+                    f"{os.path.join(path, name)} not found: a teacher cache "
+                    f"directory holds {IDS_FILE}, {PROBS_FILE} and "
+                    f"{CLASSES_FILE}")
+        if not tf.io.gfile.exists(os.path.join(path, META_FILE)):
+            logging.warning(
+                "teacher cache %s has no %s: written by something other than "
+                "yt8m_segments.cache, or a write that never committed", path,
+                META_FILE)
+        teacher_classes = _read_class_ids(os.path.join(path, CLASSES_FILE))
+        probabilities = _read_probs(os.path.join(path, PROBS_FILE))
+        segment_ids = _read_ids(os.path.join(path, IDS_FILE))
+        if probabilities.ndim != 2 or probabilities.shape != (
+                len(segment_ids), len(teacher_classes)):
+            raise ValueError(
+                f"{path}: {PROBS_FILE} has shape {probabilities.shape}, "
+                f"expected [{len(segment_ids)} ids, {len(teacher_classes)} "
+                "classes]")
+        columns = column_positions(teacher_classes, class_ids,
+                                   where=f"teacher cache {path}")
+        return cls(segment_ids, np.asarray(probabilities[:, columns],
+                                           dtype=np.float16))
+
+    def __call__(self, segment_ids):
+        """(probabilities float32 [*S, C], found bool [*S]) for ids [*S]."""
+        rows = self._table.lookup(tf.convert_to_tensor(segment_ids, tf.string))
+        found = rows >= 0
+        rows = tf.where(found, rows, self.num_segments)  # the zero row
+        probabilities = tf.gather(self._probabilities, rows)
+        return tf.cast(probabilities, tf.float32), found
+
+    def add_to_batch(self, batch):
+        """For dataset.map: the batch dict plus "teacher_probs", "teacher_found"."""
+        probabilities, found = self(batch["segment_id"])
+        return {**batch, "teacher_probs": probabilities,
+                "teacher_found": found}
+
+
+def soften(probabilities, temperature):
+    """sigmoid(logit(p) / T): p itself when T == 1."""
+    if temperature == 1:
+        return probabilities
+    p = tf.clip_by_value(probabilities, _EPSILON, 1.0 - _EPSILON)
+    return tf.sigmoid((tf.math.log(p) - tf.math.log(1.0 - p)) / temperature)
+
+
+def soft_target_loss_per_example(teacher_probs, student_probs, temperature=1.0,
+                                 mask=None):
+    """T^2 * sum_c BCE(soften(teacher), soften(student)) per example: [B].
+
+    `teacher_probs` are constants (stop_gradient). `mask` [B] (e.g. the
+    lookup's `found`) zeroes examples without a teacher. See the module
+    docstring for why BCE and what the temperature does.
+    """
+    student_probs = tf.convert_to_tensor(student_probs)
+    teacher = tf.stop_gradient(tf.cast(teacher_probs, student_probs.dtype))
+    per_example = losses.weighted_bce_per_example(
+        soften(teacher, temperature), soften(student_probs, temperature))
+    if temperature != 1:
+        per_example = per_example * (temperature ** 2)
+    if mask is not None:
+        per_example = per_example * tf.cast(mask, per_example.dtype)
+    return per_example

@@ -1,0 +1,47 @@
+"""MAP@K of a model on rated segments, as the challenge scores a submission."""
+
+import numpy as np
+import tensorflow as tf
+
+from yt8m_segments import metrics
+from yt8m_segments.data import reader
+
+
+def ground_truth_from_ratings(segment_ids, labels, rated, class_ids):
+    """{class: {segment id: score}} for the rated entries of [N, C] arrays."""
+    ground_truth = {}
+    for column, class_id in enumerate(class_ids):
+        rows = np.flatnonzero(rated[:, column])
+        if rows.size:
+            ground_truth[int(class_id)] = dict(zip(
+                segment_ids[rows].tolist(), labels[rows, column].tolist()))
+    return ground_truth
+
+
+def rated_segment_map(model, dataset, files, class_ids, columns, k):
+    """MAP@k of `model` over a rated-segment dataset (views.rated_segment_dataset).
+
+    `columns` picks the model outputs of `class_ids`. Every rated segment is
+    ranked per class, then unrated pairs are removed after truncation to k.
+    """
+    column_index = tf.constant(columns, tf.int32)
+
+    @tf.function(reduce_retracing=True)
+    def forward(frames, mask):
+        probabilities = model({"frames": frames, "mask": mask}, training=False)
+        return tf.gather(probabilities, column_index, axis=1)
+
+    ids, scores, labels, rated = [], [], [], []
+    for batch in reader.iterate(dataset, files):
+        scores.append(forward(batch["frames"], batch["mask"]).numpy())
+        ids.append(batch["segment_id"].numpy())
+        labels.append(batch["labels"].numpy())
+        rated.append(batch["rated"].numpy())
+    if not ids:
+        raise ValueError("no rated segment to validate on")
+    segment_ids = np.concatenate(ids).astype(str)
+    ground_truth = ground_truth_from_ratings(
+        segment_ids, np.concatenate(labels), np.concatenate(rated), class_ids)
+    ranked = metrics.ranked_from_scores(segment_ids, np.concatenate(scores),
+                                        class_ids, k)
+    return metrics.segment_map_at_k(ranked, ground_truth, k)
