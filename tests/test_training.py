@@ -169,3 +169,37 @@ def test_start_new_model_discards_checkpoints(data, tmp_path):
     run(args)
     assert "resumed" in run(args)
     assert "resumed" not in run([*args, "--start_new_model"])
+
+
+def test_finetune_with_each_extra_loss(data, tmp_path):
+    run([*TINY, *DBOF, "--max_steps=2",
+         f"--train_data_pattern={data}/train-*.tfrecord",
+         f"--train_dir={tmp_path}/pretrain"])
+    finetune = ["--stage=finetune", "--batch_size=8", "--num_classes=100",
+                "--max_steps=2", f"--pretrain_dir={tmp_path}/pretrain",
+                f"--train_data_pattern={data}/validate-*.tfrecord"]
+    run([*finetune, "--segment_loss=seventh_place",
+         f"--train_dir={tmp_path}/seventh"])
+    run([*finetune, f"--mean_teacher_data_pattern={data}/test-*.tfrecord",
+         "--context_frames=2", "--checkpoint_every_steps=1",
+         f"--train_dir={tmp_path}/mean_teacher"])
+    variables = [name for name, _ in tf.train.list_variables(
+        tf.train.latest_checkpoint(str(tmp_path / "mean_teacher" / "checkpoints")))]
+    assert any(name.startswith("mean_teacher/") for name in variables)
+
+    # A teacher cache over the rated segments' ids, as soft targets.
+    from yt8m_segments.data import views
+    from yt8m_segments.data.features import FeatureSpec
+    ids = np.concatenate([b["segment_id"].numpy() for b in views.test_segment_dataset(
+        f"{data}/validate-*.tfrecord", FeatureSpec(), 64)]).astype(str)
+    class_ids = json.loads((tmp_path / "seventh" / "run_config.json")
+                           .read_text())["class_ids"]
+    cache = tmp_path / "teacher_cache"
+    cache.mkdir()
+    (cache / "segment_ids.txt").write_text("\n".join(ids) + "\n")
+    np.save(cache / "segment_probs.npy",
+            np.full((len(ids), len(class_ids)), 0.25, np.float16))
+    (cache / "class_ids.json").write_text(json.dumps(class_ids))
+    run([*finetune, f"--teacher_cache_dir={cache}",
+         f"--train_dir={tmp_path}/distilled"])
+    assert (tmp_path / "distilled" / "model.keras").exists()

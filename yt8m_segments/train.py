@@ -13,7 +13,6 @@ classifier rows, and trains on rated segments with the weighted loss.
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import app
 from absl import flags
@@ -22,7 +21,9 @@ from absl import logging
 from yt8m_segments import distribution
 from yt8m_segments import flag_defs
 from yt8m_segments import losses
+from yt8m_segments import mean_teacher
 from yt8m_segments import run_artifacts
+from yt8m_segments import soft_targets
 from yt8m_segments import trainer as trainer_lib
 from yt8m_segments import validation
 from yt8m_segments.data import classes
@@ -63,6 +64,28 @@ flags.DEFINE_integer("num_epochs", 5, "Passes over the training data.")
 flags.DEFINE_float("negative_weight", 1.0,
                    "Fine-tuning: alpha, the total weight of the weak negatives "
                    "(segment classes outside the video's labels).")
+flags.DEFINE_enum("segment_loss", "weighted", list(losses.SEGMENT_LOSSES),
+                  "Fine-tuning loss: weighted (2nd place: rated pairs + "
+                  "--negative_weight * mean CE over classes outside the "
+                  "video's labels), seventh_place (positive weight, mined "
+                  "negatives), rated_only.")
+flags.DEFINE_float("positive_weight", losses.SEVENTH_PLACE_POSITIVE_WEIGHT,
+                   "seventh_place loss: weight of positive rated pairs.")
+flags.DEFINE_float("mined_negative_weight",
+                   losses.SEVENTH_PLACE_NEGATIVE_WEIGHT,
+                   "seventh_place loss: weight of the mined-negative term.")
+flags.DEFINE_string("teacher_cache_dir", None,
+                    "Fine-tuning: a probability cache of a teacher's "
+                    "predictions on the training segments, used as soft "
+                    "targets.")
+flags.DEFINE_float("teacher_weight", 1.0, "Weight of the soft-target term.")
+flags.DEFINE_float("teacher_temperature", 1.0, "Soft-target temperature.")
+flags.DEFINE_string("mean_teacher_data_pattern", None,
+                    "Fine-tuning: unlabeled records (e.g. the test set) for "
+                    "the 4th-place mean-teacher term: MSE between the student "
+                    "on time-flipped frames and its EMA teacher.")
+flags.DEFINE_float("mean_teacher_weight", 1.0, "Weight of the mean-teacher term.")
+flags.DEFINE_float("mean_teacher_decay", 0.999, "EMA decay of the mean teacher.")
 flags.DEFINE_integer("log_every_steps", 50, "Log and summarise this often.")
 flags.DEFINE_enum("strategy", "default", list(distribution.STRATEGIES),
                   "tf.distribute strategy: default (one device), mirrored "
@@ -134,23 +157,62 @@ def finetune_model(pretrained, segment_class_ids):
     return model, config
 
 
-def _forward_and_loss(model, config, stage):
-    """The model to run in training and its per-example loss (batch, outputs)."""
+def _forward_and_loss(model, config, stage, teacher=None):
+    """The model to run in training and its per-example loss (batch, outputs).
+
+    Fine-tuning adds, when asked: soft targets from a teacher's cache (the
+    batch then carries `teacher_probs` / `teacher_found`) and the mean-teacher
+    term on the batch's `unlabeled` frames.
+    """
     if mixture.is_mixture(model):
         options = mixture.loss_options(config.hparams)
 
-        def mixture_per_example(batch, outputs):
+        def supervised(batch, outputs):
             # The mixture loss is a batch mean; spread it over the examples.
             loss = mixture.mixture_loss(batch["labels"], outputs,
                                         batch.get("weights"), **options)
             return tf.fill(tf.shape(batch["labels"])[:1], loss)
-        return mixture.training_model(model), mixture_per_example
+        forward = mixture.training_model(model)
 
-    def per_example(batch, probabilities):
-        return losses.weighted_bce_per_example(
-            batch["labels"], probabilities,
-            batch["weights"] if stage == "finetune" else None)
-    return model, per_example
+        def probabilities_of(outputs):
+            return outputs["probabilities"]
+    elif stage == "pretrain":
+        def supervised(batch, probabilities):
+            return losses.weighted_bce_per_example(batch["labels"],
+                                                   probabilities)
+        forward = model
+
+        def probabilities_of(outputs):
+            return outputs
+    else:
+        segment_loss = losses.segment_loss(FLAGS.segment_loss,
+                                           FLAGS.positive_weight,
+                                           FLAGS.mined_negative_weight)
+
+        def supervised(batch, probabilities):
+            return segment_loss(batch["labels"], probabilities,
+                                batch["weights"], batch["rated"])
+        forward = model
+
+        def probabilities_of(outputs):
+            return outputs
+
+    def loss_fn(batch, outputs):
+        loss = supervised(batch, outputs)
+        if "teacher_probs" in batch:
+            loss += FLAGS.teacher_weight * soft_targets.soft_target_loss_per_example(
+                batch["teacher_probs"], probabilities_of(outputs),
+                FLAGS.teacher_temperature, mask=batch["teacher_found"])
+        if teacher is not None:
+            unlabeled = batch["unlabeled"]
+            student = model({"frames": mean_teacher.time_flip(
+                unlabeled["frames"], unlabeled["mask"]),
+                "mask": unlabeled["mask"]}, training=True)
+            consistency = tf.reduce_mean(mean_teacher.mean_teacher_loss_per_example(
+                student, teacher(unlabeled)))
+            loss += FLAGS.mean_teacher_weight * consistency
+        return loss
+    return forward, loss_fn
 
 
 def _validation(model, class_ids, columns, feature_spec, files):
@@ -206,8 +268,37 @@ def main(argv):
                 FINETUNE_LEARNING_RATE_SCALE * pretrained.config.get(
                     "learning_rate", DEFAULT_PRETRAIN_LEARNING_RATE))
 
+    teacher_lookup = None
+    if FLAGS.teacher_cache_dir:
+        if FLAGS.stage != "finetune":
+            raise app.UsageError("--teacher_cache_dir is for --stage=finetune")
+        teacher_lookup = soft_targets.TeacherLookup.from_cache_dir(
+            FLAGS.teacher_cache_dir, class_ids)
+    teacher = unlabeled_files = None
+    if FLAGS.mean_teacher_data_pattern:
+        if FLAGS.stage != "finetune":
+            raise app.UsageError(
+                "--mean_teacher_data_pattern is for --stage=finetune")
+        unlabeled_files = views.list_files(FLAGS.mean_teacher_data_pattern)
+        with strategy.scope():
+            teacher = mean_teacher.EmaTeacher(model, FLAGS.mean_teacher_decay)
+
     def make_dataset(epoch):
         seed = FLAGS.seed + epoch
+        dataset = make_labeled(seed)
+        if teacher_lookup is not None:
+            dataset = dataset.map(teacher_lookup.add_to_batch)
+        if unlabeled_files:
+            unlabeled = views.test_segment_dataset(
+                None, feature_spec, global_batch_size,
+                context_frames=FLAGS.context_frames, files=unlabeled_files,
+                **flag_defs.input_options()).repeat()
+            dataset = tf.data.Dataset.zip((dataset, unlabeled)).map(
+                lambda batch, extra: {**batch, "unlabeled": {
+                    "frames": extra["frames"], "mask": extra["mask"]}})
+        return dataset
+
+    def make_labeled(seed):
         if FLAGS.stage == "pretrain":
             return views.video_dataset(
                 None, feature_spec, FLAGS.num_classes, FLAGS.max_frames,
@@ -239,7 +330,7 @@ def main(argv):
                                [class_ids.index(c) for c in segment_classes],
                                feature_spec, validation_files)
 
-    forward, loss_fn = _forward_and_loss(model, config, FLAGS.stage)
+    forward, loss_fn = _forward_and_loss(model, config, FLAGS.stage, teacher)
     logging.info("%s: %s with %d parameters, %d classes, %d replica(s)",
                  FLAGS.stage, model.name, model.count_params(), len(class_ids),
                  strategy.num_replicas_in_sync)
@@ -249,7 +340,9 @@ def main(argv):
         checkpoint_every_steps=FLAGS.checkpoint_every_steps,
         keep_checkpoints=FLAGS.keep_checkpoints,
         log_every_steps=FLAGS.log_every_steps, validate=validate,
-        eval_every_steps=FLAGS.eval_every_steps)
+        eval_every_steps=FLAGS.eval_every_steps,
+        after_step=(lambda: teacher.update(model)) if teacher else None,
+        extra_state={"mean_teacher": teacher.model} if teacher else None)
     trainer.restore()
     steps = trainer.fit(make_dataset, FLAGS.num_epochs, FLAGS.max_steps)
     logging.info("saved %s after %d steps", FLAGS.train_dir, steps)

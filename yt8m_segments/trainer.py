@@ -67,12 +67,16 @@ class Trainer:
         `model` itself).
       save_run: callable(directory) writing a loadable run (model + config).
       validate: optional callable() -> validation MAP, run with EMA weights.
+      after_step: optional callable() run after each optimizer step (inside
+        the replica function), e.g. a mean teacher's EMA update.
+      extra_state: more trackables to checkpoint (e.g. the teacher model).
     """
 
     def __init__(self, strategy, model, forward, loss_fn, train_dir,
                  learning_rate, global_batch_size, save_run, ema_momentum=None,
                  checkpoint_every_steps=500, keep_checkpoints=5,
-                 log_every_steps=50, validate=None, eval_every_steps=None):
+                 log_every_steps=50, validate=None, eval_every_steps=None,
+                 after_step=None, extra_state=None):
         self.strategy = strategy
         self.model = model
         self.forward = forward
@@ -82,6 +86,7 @@ class Trainer:
         self.save_run = save_run
         self.validate = validate
         self.eval_every_steps = eval_every_steps
+        self.after_step = after_step
         self.checkpoint_every_steps = checkpoint_every_steps
         self.log_every_steps = log_every_steps
         self.chief = distribution.is_chief()
@@ -99,7 +104,7 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=self.optimizer, step=self.step,
             epoch=self.epoch, epoch_start_step=self.epoch_start_step,
-            best_map=self.best_map)
+            best_map=self.best_map, **(extra_state or {}))
         # Every worker saves (it is collective); only the chief's is kept.
         directory = os.path.join(train_dir, CHECKPOINT_DIR)
         if not self.chief:
@@ -137,6 +142,8 @@ class Trainer:
             gradients = tape.gradient(loss, model.trainable_variables)
             optimizer.apply_gradients(zip(gradients,
                                           model.trainable_variables))
+            if self.after_step is not None:
+                self.after_step()
             return loss
 
         @tf.function(reduce_retracing=True)
