@@ -6,7 +6,21 @@ Submission mode:
 Model mode, on the rated segments of validate records:
   python -m yt8m_segments.eval --eval_data_pattern='validate-*.tfrecord' \
       --train_dir=F --segment_max_pred=K
-The last line of stdout is `MAP@K <value>`, so scripts can parse it.
+Cache mode, on a probability cache (inference's, an ensemble's, a stacker's);
+the rated pairs come from a ground-truth CSV or from validate records:
+  python -m yt8m_segments.eval --cache_dir=D --ground_truth_file=G \
+      --segment_max_pred=K [--per_class_file=P] [--report_file=R.png]
+  python -m yt8m_segments.eval --cache_dir=D --eval_data_pattern='validate-*'
+Video level, GAP@20 of a cache's video probabilities against the records'
+video labels (printed before the MAP line when both are asked for):
+  python -m yt8m_segments.eval --video_cache=D --eval_data_pattern='validate-*'
+`--refine=...` (flags of refine.py) scores the cache as refined: pairs the
+refinement drops leave the class lists.
+`--report_file=R.png` (extra `plots`: matplotlib) draws the per-class AP
+histogram and, when the cache has video probabilities, MAP@K against the
+top-k refinement's k (see report.py).
+The last line of stdout is `MAP@K <value>` (`GAP@20 <value>` when only a
+video cache is scored), so scripts can parse it.
 """
 
 from absl import app
@@ -14,12 +28,15 @@ from absl import flags
 from absl import logging
 
 import numpy as np
+import tensorflow as tf
 
+from yt8m_segments import cache as cache_lib
 from yt8m_segments import flag_defs
 from yt8m_segments import metrics
-from yt8m_segments import predict
 from yt8m_segments import run_artifacts
+from yt8m_segments import validation
 from yt8m_segments import submission
+from yt8m_segments.data import reader
 from yt8m_segments.data import views
 from yt8m_segments.atomic import atomic_open
 
@@ -31,8 +48,29 @@ flags.DEFINE_string("ground_truth_file", None,
                     "Rated pairs CSV (header segment_id,class,score).")
 flags.DEFINE_string("per_class_file", None,
                     "Optional CSV class,ap,num_positives to write.")
-flags.DEFINE_string("eval_data_pattern", None,
-                    "Validate records to score a model on (model mode).")
+
+
+def define_cache_flags(flag_values=FLAGS):
+    """The cache-mode flags, defined when eval runs as the main program.
+
+    Not at import: inference defines its own --cache_dir (where it writes),
+    and both modules are imported together by tests and other tools.
+    """
+    def define(kind, name, default, help_text):
+        if name not in flag_values:
+            getattr(flags, f"DEFINE_{kind}")(name, default, help_text,
+                                             flag_values=flag_values)
+    define("string", "cache_dir", None,
+           "Probability cache whose segment probabilities to score.")
+    define("string", "video_cache", None,
+           "Probability cache whose video probabilities to score by GAP@--gap_k "
+           "against the video labels of --eval_data_pattern.")
+    define("integer", "gap_k", 20, "k of GAP@k (the 2018 challenge: 20).")
+    define("string", "report_file", None,
+           "PNG report of a cache's evaluation (needs matplotlib).")
+
+
+VIDEO_TOPK_VALUES = (1, 2, 5, 10, 20, 50)
 
 
 def write_per_class(path, per_class, positives):
@@ -58,17 +96,6 @@ def evaluate_submission(submission_file, ground_truth_file, k,
     return metrics.mean_ap(per_class)
 
 
-def ground_truth_from_ratings(segment_ids, labels, rated, class_ids):
-    """{class: {segment id: score}} for the rated entries of [N, C] arrays."""
-    ground_truth = {}
-    for column, class_id in enumerate(class_ids):
-        rows = np.flatnonzero(rated[:, column])
-        if rows.size:
-            ground_truth[int(class_id)] = dict(zip(
-                segment_ids[rows].tolist(), labels[rows, column].tolist()))
-    return ground_truth
-
-
 def evaluate_model(eval_data_pattern, train_dir, k, batch_size=64,
                    segment_labels_file=None, num_classes=3862, files=None,
                    context_frames=None, input_options=None):
@@ -85,19 +112,187 @@ def evaluate_model(eval_data_pattern, train_dir, k, batch_size=64,
         vocabulary_size=num_classes, files=files,
         context_frames=run.context_frames(context_frames),
         **(input_options or {}))
-    segment_ids, probabilities, ratings = predict.predict_segments(
-        run.model, dataset, files, run.columns_for(class_ids),
-        extra_keys=("labels", "rated"))
-    ground_truth = ground_truth_from_ratings(
-        segment_ids, ratings["labels"], ratings["rated"], class_ids)
-    ranked = metrics.ranked_from_scores(segment_ids, probabilities, class_ids, k)
-    return metrics.segment_map_at_k(ranked, ground_truth, k)
+    return validation.rated_segment_map(run.model, dataset, files, class_ids,
+                                        run.columns_for(class_ids), k)
+
+
+def read_record_labels(files, compression="auto", batch_size=256):
+    """Video labels and rated pairs of records, parsing their context only.
+
+    Returns ({video id: [label ids]}, {class: {segment id: score}}) where the
+    segment ids are `<video id>:<start>`; a pair rated twice keeps the first.
+    """
+    context = {
+        "id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "labels": tf.io.RaggedFeature(tf.int64),
+        "segment_start_times": tf.io.RaggedFeature(tf.int64),
+        "segment_labels": tf.io.RaggedFeature(tf.int64),
+        "segment_scores": tf.io.RaggedFeature(tf.float32),
+    }
+
+    def parse(_, __, serialized):
+        parsed, _, _ = tf.io.parse_sequence_example(serialized,
+                                                    context_features=context)
+        return parsed
+
+    dataset = reader.record_dataset(files, compression=compression).batch(
+        batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    video_labels, ground_truth = {}, {}
+    for batch in reader.iterate(dataset, files, compression):
+        ids = batch["id"].numpy().astype(str)
+        labels = batch["labels"].to_list()
+        starts = batch["segment_start_times"].to_list()
+        classes = batch["segment_labels"].to_list()
+        scores = batch["segment_scores"].to_list()
+        for i, video_id in enumerate(ids):
+            video_labels[video_id] = [int(c) for c in labels[i]]
+            for start, class_id, score in zip(starts[i], classes[i], scores[i]):
+                ground_truth.setdefault(int(class_id), {}).setdefault(
+                    f"{video_id}:{start}", float(score))
+    return video_labels, ground_truth
+
+
+def ranked_from_cache(cache, k, refine_options=None, block_size=64):
+    """dict class id -> its top-k segment ids in a cache.ProbabilityCache.
+
+    Without refinement this is metrics.ranked_from_scores on the cache (the
+    ranking a submission written from it holds). With `refine_options` (a
+    refine.RefineOptions), each block of classes is refined first and the
+    pairs refinement drops are left out of the lists.
+    """
+    if refine_options is None or not refine_options.active:
+        return metrics.ranked_from_scores(cache.segment_ids, cache.segment_probs,
+                                          cache.class_ids, k)
+    from yt8m_segments import refine  # pylint: disable=import-outside-toplevel
+    refiner = refine.refiner_for_cache(cache, refine_options)
+    ranked = {}
+    for start in range(0, len(cache.class_ids), block_size):
+        columns = np.arange(start, min(start + block_size, len(cache.class_ids)))
+        block = np.ascontiguousarray(cache.segment_probs[:, columns].T,
+                                     dtype=np.float32)
+        refiner.apply(block, columns)
+        rows = submission.top_k_per_class(block.T, k)
+        for column, class_rows in zip(columns, rows):
+            kept = class_rows[block[column - start, class_rows] > refine.DROPPED]
+            ranked[int(cache.class_ids[column])] = cache.segment_ids[kept].tolist()
+    return ranked
+
+
+def evaluate_cache(cache_dir, ground_truth, k, per_class_file=None,
+                   refine_options=None):
+    """(MAP@k, per-class AP dict) of a cache's segment probabilities,
+    refined first with `refine_options` (refine.RefineOptions) if given."""
+    cache = cache_lib.ProbabilityCache.open(cache_dir)
+    ranked = ranked_from_cache(cache, k, refine_options)
+    known = set(cache.segment_ids.tolist())
+    rated = {s for ratings in ground_truth.values() for s in ratings}
+    missing = len(rated - known)
+    if missing:
+        logging.warning("%d of %d rated segments are not in the cache %s",
+                        missing, len(rated), cache_dir)
+    per_class = metrics.segment_ap_per_class(ranked, ground_truth, k)
+    if per_class_file:
+        write_per_class(per_class_file, per_class,
+                        metrics.num_positives(ground_truth))
+    return metrics.mean_ap(per_class), per_class
+
+
+def evaluate_video_cache(cache_dir, video_labels, k=20):
+    """GAP@k of a cache's video probabilities against `video_labels`.
+
+    Scored over the cache's videos that `video_labels` knows; every label of
+    those videos counts as a positive, also one outside the cache's classes.
+    """
+    cache = cache_lib.ProbabilityCache.open(cache_dir)
+    if not cache.has_videos():
+        raise ValueError(f"{cache_dir} holds no video-level probabilities "
+                         "(write it with --video_train_dir)")
+    rows = [row for row, video in enumerate(cache.video_ids.tolist())
+            if video in video_labels]
+    if not rows:
+        raise ValueError(f"no video of {cache_dir} is in the labelled records")
+    if len(rows) < len(cache.video_ids):
+        logging.warning("%d of %d videos of %s have no labels; left out",
+                        len(cache.video_ids) - len(rows), len(cache.video_ids),
+                        cache_dir)
+    column = {c: i for i, c in enumerate(cache.video_class_ids)}
+    labels = np.zeros((len(rows), len(column)), dtype=bool)
+    num_positives = 0
+    for i, row in enumerate(rows):
+        video_classes = set(video_labels[str(cache.video_ids[row])])
+        num_positives += len(video_classes)
+        labels[i, [column[c] for c in video_classes if c in column]] = True
+    predictions = cache.video_probs[np.asarray(rows)]
+    return metrics.gap_at_k(predictions, labels, k, num_positives=num_positives)
+
+
+def map_against_topk(cache_dir, ground_truth, k, topk_values=VIDEO_TOPK_VALUES):
+    """[(topk, MAP@k)] under --refine=topk, or None without video probabilities
+    (or without the refine module)."""
+    try:
+        from yt8m_segments import refine  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    cache = cache_lib.ProbabilityCache.open(cache_dir)
+    if not cache.has_videos():
+        return None
+    return [(topk, metrics.segment_map_at_k(
+        ranked_from_cache(cache, k, refine.RefineOptions("topk", topk=topk)),
+        ground_truth, k)) for topk in topk_values]
+
+
+def _labels_for_cache():
+    if FLAGS.ground_truth_file:
+        return None, submission.read_ground_truth(FLAGS.ground_truth_file)
+    if not FLAGS.eval_data_pattern:
+        raise app.UsageError("a cache is scored against --ground_truth_file or "
+                             "the rated pairs of --eval_data_pattern")
+    files = flag_defs.data_files(FLAGS.eval_data_pattern, holdout=True)
+    return read_record_labels(files, FLAGS.compression)
+
+
+def main_cache(k):
+    """--cache_dir and/or --video_cache: print GAP then MAP lines."""
+    video_labels, ground_truth = None, None
+    if FLAGS.video_cache:
+        if not FLAGS.eval_data_pattern:
+            raise app.UsageError("--video_cache needs --eval_data_pattern (the "
+                                 "video labels)")
+        video_labels, ground_truth = read_record_labels(
+            flag_defs.data_files(FLAGS.eval_data_pattern, holdout=True),
+            FLAGS.compression)
+        gap = evaluate_video_cache(FLAGS.video_cache, video_labels, FLAGS.gap_k)
+        print(f"GAP@{FLAGS.gap_k} {gap:.6f}")
+    if not FLAGS.cache_dir:
+        return
+    if FLAGS.ground_truth_file or ground_truth is None:
+        _, ground_truth = _labels_for_cache()
+    refine_options = None
+    if "refine" in FLAGS and FLAGS.refine not in (None, "", "none"):
+        from yt8m_segments import refine  # pylint: disable=import-outside-toplevel
+        refine_options = refine.options_from_flags(FLAGS)
+    value, per_class = evaluate_cache(FLAGS.cache_dir, ground_truth, k,
+                                      FLAGS.per_class_file, refine_options)
+    if FLAGS.report_file:
+        from yt8m_segments import report  # pylint: disable=import-outside-toplevel
+        curve = map_against_topk(FLAGS.cache_dir, ground_truth, k)
+        report.write_report(FLAGS.report_file, per_class, k, curve,
+                            title=FLAGS.cache_dir)
+    print(f"MAP@{k} {value:.6f}")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     k = FLAGS.segment_max_pred
+    if FLAGS.report_file and not FLAGS.cache_dir:
+        raise app.UsageError("--report_file reports on a --cache_dir")
+    if FLAGS.cache_dir or FLAGS.video_cache:
+        if FLAGS.train_dir or FLAGS.submission_file:
+            raise app.UsageError("give a cache, a submission or a model, not "
+                                 "several")
+        main_cache(k)
+        return
     if FLAGS.eval_data_pattern or FLAGS.train_dir:
         if not (FLAGS.eval_data_pattern and FLAGS.train_dir):
             raise app.UsageError(
@@ -118,6 +313,7 @@ def main(argv):
 
 
 def run():
+    define_cache_flags()
     app.run(main)
 
 

@@ -13,6 +13,12 @@ flags.DEFINE_string("train_dir", None,
                     "Directory of a training run: written by train.py, read "
                     "by inference.py, eval.py and export.")
 flags.DEFINE_integer("batch_size", 64, "Examples per batch.")
+flags.DEFINE_string("eval_data_pattern", None,
+                    "Validate records with rated segments: eval.py scores a "
+                    "model (or a cache's rated pairs and video labels) on "
+                    "them; train.py validates on them every "
+                    "--eval_every_steps (with --num_folds > 1 the held-out "
+                    "fold is used instead).")
 flags.DEFINE_string("feature_names", ",".join(records.DEFAULT_FEATURE_NAMES),
                     "Comma-separated per-frame features to read.")
 flags.DEFINE_string("feature_sizes",
@@ -66,3 +72,31 @@ def input_options():
     """Keyword arguments every view takes from the shared input flags."""
     return {"compression": FLAGS.compression,
             "skip_corrupt_records": FLAGS.skip_corrupt_records}
+
+# Video-level refinement (inference.py, and eval/export that read caches).
+flags.DEFINE_string("video_train_dir", None,
+                    "Training run over the whole vocabulary (the pretrained "
+                    "run) whose whole-video probabilities refine the segment "
+                    "scores; inference stores them in the cache.")
+flags.DEFINE_string("refine", "none",
+                    "Refinement with video-level probabilities: none, topk, "
+                    "confidence, video_num, fusion, or a comma-separated "
+                    "combination (filters intersect; 3rd place: topk,fusion). "
+                    "See yt8m_segments/refine.py.")
+flags.DEFINE_integer("refine_topk", 20,
+                     "topk: keep a class for a video's segments only if it is "
+                     "among the video's top this-many classes.")
+flags.DEFINE_float("refine_threshold", 0.00025,
+                   "confidence: keep a class only where the video's "
+                   "probability of it is above this (2nd place: 2.5e-4).")
+flags.DEFINE_integer("refine_videos_per_class", 2000,
+                     "video_num: keep a class only in its top this-many videos.")
+flags.DEFINE_float("refine_fusion_weight", 0.05,
+                   "fusion: rank by video^b * segment^(1-b) with this b "
+                   "(3rd place: 0.05).")
+
+
+def refine_options():
+    """refine.RefineOptions from the --refine* flags."""
+    from yt8m_segments import refine  # imported lazily: flags stay light
+    return refine.options_from_flags(FLAGS)

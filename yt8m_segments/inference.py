@@ -1,60 +1,354 @@
-r"""Score every 5-frame segment of the test videos and write a submission.
+r"""Score every 5-frame segment of the test videos: a probability cache and/or
+a submission.
 
   python -m yt8m_segments.inference --train_dir=F \
       --input_data_pattern='test-*.tfrecord' --output_file=submission.csv \
-      --segment_max_pred=100000
+      --segment_max_pred=100000 \
+      [--cache_dir=D] [--video_train_dir=P --refine=topk]
 
 A fine-tuned run knows its segment classes. A model over the whole vocabulary
 (a pretrained run used without fine-tuning) is restricted to the classes of
 --segment_labels_file.
+
+Caches (yt8m_segments/cache.py). With --cache_dir=D each input file's
+predictions land in D/parts/<file basename>.npz (atomic); a rerun skips the
+files whose part exists (written by the same model), then the parts are
+assembled into the cache in D. --video_train_dir adds whole-video
+probabilities of that run (all its classes, up to --video_max_frames frames
+per video). Without --cache_dir the cache goes to a temporary directory; the
+submission is always selected from the cache, so CSV and cache agree.
+
+Splitting across machines: --num_shards=S --shard_index=i processes files
+i, i+S, ... into its own --cache_dir; then
+  python -m yt8m_segments.inference --merge_caches=D0,D1,... --cache_dir=OUT \
+      [--output_file=submission.csv --segment_max_pred=K --refine=...]
+merges them (and can write the submission from the merged cache).
+
+A submission from an existing cache, without running a model:
+  python -m yt8m_segments.inference --from_cache=D --output_file=... --refine=...
+
+Windows go through the model as flat [B, 5 + 2n, D] examples: the models are
+single functional graphs over a window, so per-frame work inside them (e.g.
+DBoF's cluster projection) is repeated for frames shared by overlapping
+context windows; dequantization happens once per window frame in the view.
 """
 
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
 
+from yt8m_segments import cache
 from yt8m_segments import flag_defs
 from yt8m_segments import predict
+from yt8m_segments import refine
 from yt8m_segments import run_artifacts
 from yt8m_segments import submission
+from yt8m_segments.data import records
 from yt8m_segments.data import views
 
 flags.DEFINE_string("input_data_pattern", None, "Glob of test records.")
 flags.DEFINE_string("output_file", None, "Where to write the submission CSV.")
+flags.DEFINE_string("cache_dir", None,
+                    "Write the probability cache here (parts in <dir>/parts "
+                    "make a rerun resume); with --merge_caches, the merged "
+                    "cache.")
+flags.DEFINE_integer("num_shards", 1, "Split the input files into this many "
+                     "shards (file i goes to shard i % num_shards).")
+flags.DEFINE_integer("shard_index", 0, "The shard this job processes.")
+flags.DEFINE_list("merge_caches", None,
+                  "Comma-separated shard caches to merge into --cache_dir "
+                  "(no model is run).")
+flags.DEFINE_string("from_cache", None,
+                    "Write --output_file from this existing cache (no model "
+                    "is run).")
+flags.DEFINE_integer("video_max_frames", 300,
+                     "Frames per video read for the video-level probabilities.")
+flags.DEFINE_integer("log_every_n_batches", 50,
+                     "Progress line every this many batches.")
 
 FLAGS = flags.FLAGS
+PARTS = "parts"
+
+
+class Progress:
+    """Logs segments/s and an ETA from the input files done / total."""
+
+    def __init__(self, total_files, done_files, every_n_batches=50,
+                 clock=time.monotonic):
+        self.total_files = total_files
+        self.done_files = done_files
+        self.files_this_run = 0
+        self.segments = 0
+        self.batches = 0
+        self.every = max(1, every_n_batches)
+        self.clock = clock
+        self.start = clock()
+
+    def rate(self):
+        return self.segments / max(self.clock() - self.start, 1e-9)
+
+    def eta_seconds(self):
+        if not self.files_this_run:
+            return None
+        elapsed = self.clock() - self.start
+        remaining = self.total_files - self.done_files
+        return elapsed / self.files_this_run * remaining
+
+    def line(self):
+        eta = self.eta_seconds()
+        eta_text = "?" if eta is None else f"{eta / 60:.1f} min"
+        return (f"files {self.done_files}/{self.total_files}, "
+                f"{self.segments:,} segments, {self.rate():,.0f} segments/s, "
+                f"ETA {eta_text}")
+
+    def batch(self, num_segments):
+        self.segments += num_segments
+        self.batches += 1
+        if self.batches % self.every == 0:
+            logging.info("%s", self.line())
+
+    def file_done(self):
+        self.done_files += 1
+        self.files_this_run += 1
+        logging.info("%s", self.line())
+
+
+def shard_files(files, num_shards=1, shard_index=0):
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ValueError(f"--shard_index={shard_index} is not in "
+                         f"[0, --num_shards={num_shards})")
+    chosen = list(files)[shard_index::num_shards]
+    if not chosen:
+        raise ValueError(f"shard {shard_index} of {num_shards} has no file "
+                         f"among {len(files)}")
+    return chosen
+
+
+def part_path(cache_dir, input_file):
+    return os.path.join(cache_dir, PARTS, os.path.basename(input_file) + ".npz")
+
+
+def _part_meta(fingerprint, video_fingerprint, class_ids, video_class_ids,
+               context_frames, video_max_frames):
+    return {"fingerprint": fingerprint, "video_fingerprint": video_fingerprint,
+            "class_ids": [int(c) for c in class_ids],
+            "video_class_ids": (None if video_class_ids is None
+                                else [int(c) for c in video_class_ids]),
+            "context_frames": context_frames,
+            "video_max_frames": video_max_frames if video_fingerprint else None}
+
+
+def save_part(path, meta, segment_ids, segment_probs, video_ids=None,
+              video_probs=None):
+    """One input file's predictions, written atomically (temp + rename)."""
+    arrays = {"meta": np.array(json.dumps(meta, sort_keys=True)),
+              "segment_ids": np.asarray(segment_ids, dtype=str),
+              "segment_probs": np.asarray(segment_probs, dtype=np.float16)}
+    if video_probs is not None:
+        arrays["video_ids"] = np.asarray(video_ids, dtype=str)
+        arrays["video_probs"] = np.asarray(video_probs, dtype=np.float16)
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp_path, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def load_part(path):
+    with np.load(path, allow_pickle=False) as part:
+        return {key: part[key] for key in part.files}
+
+
+def part_meta(path):
+    with np.load(path, allow_pickle=False) as part:
+        return json.loads(str(part["meta"]))
+
+
+def _check_part(path, meta):
+    found = part_meta(path)
+    if found != meta:
+        differ = sorted(k for k in set(found) | set(meta)
+                        if found.get(k) != meta.get(k))
+        raise ValueError(
+            f"{path} was written by another model or setting ({', '.join(differ)} "
+            "differ): remove its parts directory or use another --cache_dir")
+
+
+def build_cache(cache_dir, run, class_ids, files, batch_size, context_frames=0,
+                input_options=None, video_run=None, video_max_frames=300,
+                num_classes=records.NUM_CLASSES, extra_meta=None,
+                log_every_n_batches=50):
+    """Predict `files` into parts (skipping finished ones), assemble the cache.
+
+    Returns the opened cache.ProbabilityCache.
+    """
+    input_options = input_options or {}
+    names = [os.path.basename(f) for f in files]
+    if len(set(names)) != len(names):
+        raise ValueError("input files share a basename, so their parts would "
+                         "collide: " + ", ".join(sorted(
+                             n for n in set(names) if names.count(n) > 1)[:5]))
+    os.makedirs(os.path.join(cache_dir, PARTS), exist_ok=True)
+    fingerprint = cache.run_fingerprint(run)
+    video_fingerprint = cache.run_fingerprint(video_run) if video_run else None
+    video_class_ids = video_run.class_ids if video_run else None
+    meta = _part_meta(fingerprint, video_fingerprint, class_ids, video_class_ids,
+                      context_frames, video_max_frames)
+
+    todo = []
+    for path in files:
+        part = part_path(cache_dir, path)
+        if os.path.exists(part):
+            _check_part(part, meta)
+        else:
+            todo.append(path)
+    if len(todo) < len(files):
+        logging.info("resuming: %d of %d input files already predicted",
+                     len(files) - len(todo), len(files))
+    progress = Progress(len(files), len(files) - len(todo), log_every_n_batches)
+    if todo:
+        segments = predict.Predictor(run.model, run.columns_for(class_ids))
+        videos = predict.Predictor(video_run.model, id_key="id") if video_run else None
+    for path in todo:
+        dataset = views.test_segment_dataset(
+            path, run.feature_spec, batch_size, context_frames=context_frames,
+            files=[path], **input_options)
+        segment_ids, segment_probs, _ = segments.predict(
+            dataset, [path], on_batch=progress.batch, allow_empty=True)
+        video_ids = video_probs = None
+        if videos is not None:
+            dataset = views.video_dataset(
+                path, video_run.feature_spec, num_classes, video_max_frames,
+                batch_size, files=[path], **input_options)
+            video_ids, video_probs, _ = videos.predict(dataset, [path],
+                                                       allow_empty=True)
+        save_part(part_path(cache_dir, path), meta, segment_ids, segment_probs,
+                  video_ids, video_probs)
+        progress.file_done()
+    return assemble_cache(cache_dir, files, meta, {
+        "train_dir": os.path.abspath(run.train_dir),
+        "video_train_dir": (os.path.abspath(video_run.train_dir)
+                            if video_run else None),
+        "input_files": list(files), **(extra_meta or {})})
+
+
+def assemble_cache(cache_dir, files, part_meta_dict, extra_meta):
+    """The parts of `files` (in order) into the cache in `cache_dir`."""
+    parts = [part_path(cache_dir, f) for f in files]
+    num_segments = num_videos = 0
+    for part in parts:
+        with np.load(part, allow_pickle=False) as data:
+            num_segments += len(data["segment_ids"])
+            if part_meta_dict["video_fingerprint"]:
+                num_videos += len(data["video_ids"])
+    if not num_segments:
+        raise ValueError("the input holds no segment to predict")
+    has_videos = bool(part_meta_dict["video_fingerprint"])
+    with cache.CacheWriter(cache_dir, num_segments, part_meta_dict["class_ids"],
+                           num_videos if has_videos else None,
+                           part_meta_dict["video_class_ids"]) as writer:
+        for part in parts:
+            data = load_part(part)
+            writer.write_segments(data["segment_ids"].tolist(), data["segment_probs"])
+            if has_videos:
+                writer.write_videos(data["video_ids"].tolist(), data["video_probs"])
+        meta = {key: part_meta_dict[key] for key in (
+            "fingerprint", "video_fingerprint", "context_frames",
+            "video_max_frames")}
+        writer.commit({**meta, **extra_meta})
+    logging.info("cache of %d segments x %d classes%s in %s", num_segments,
+                 len(part_meta_dict["class_ids"]),
+                 f", {num_videos} videos" if has_videos else "", cache_dir)
+    return cache.ProbabilityCache.open(cache_dir)
 
 
 def infer(train_dir, input_data_pattern, output_file, segment_max_pred,
           batch_size, segment_labels_file=None, context_frames=None,
-          input_options=None):
-    """Predict every test window and write the submission; returns its size.
+          input_options=None, cache_dir=None, video_train_dir=None,
+          num_shards=1, shard_index=0, refine_options=None,
+          video_max_frames=300, num_classes=records.NUM_CLASSES,
+          log_every_n_batches=50):
+    """Predict every test window into a cache; write the submission from it.
 
     `context_frames` defaults to the run's own (what it was fine-tuned with).
+    Returns the cache's [segments, classes] shape.
     """
+    if output_file and num_shards > 1:
+        raise ValueError("a shard cannot write the submission: merge the shard "
+                         "caches (--merge_caches) and write it from the merge")
     run = run_artifacts.Run(train_dir)
     class_ids = run.segment_class_ids(segment_labels_file)
-    files = views.list_files(input_data_pattern)
-    dataset = views.test_segment_dataset(
-        input_data_pattern, run.feature_spec, batch_size,
-        context_frames=run.context_frames(context_frames), files=files,
-        **(input_options or {}))
-    segment_ids, probabilities, _ = predict.predict_segments(
-        run.model, dataset, files, run.columns_for(class_ids))
-    logging.info("predicted %d segments x %d classes", *probabilities.shape)
-    submission.write_submission(output_file, segment_ids, probabilities,
-                                class_ids, segment_max_pred)
-    return probabilities.shape
+    files = shard_files(views.list_files(input_data_pattern), num_shards,
+                        shard_index)
+    video_run = run_artifacts.Run(video_train_dir) if video_train_dir else None
+    context_frames = run.context_frames(context_frames)
+    with tempfile.TemporaryDirectory(prefix="yt8m_cache_") as tmp:
+        opened = build_cache(
+            cache_dir or tmp, run, class_ids, files, batch_size, context_frames,
+            input_options, video_run, video_max_frames, num_classes,
+            {"num_shards": num_shards, "shard_index": shard_index},
+            log_every_n_batches)
+        logging.info("predicted %d segments x %d classes", *opened.shape)
+        if output_file:
+            write_from_cache(opened, output_file, segment_max_pred, refine_options)
+        return opened.shape
+
+
+def write_from_cache(opened, output_file, segment_max_pred, refine_options=None):
+    start = time.monotonic()
+    submission.write_submission_from_cache(output_file, opened, segment_max_pred,
+                                           refine_options)
+    logging.info("wrote %s (refine=%s) in %.1f s", output_file,
+                 refine_options.mode if refine_options else "none",
+                 time.monotonic() - start)
 
 
 def main(argv):
-    del argv
-    for name in ("train_dir", "input_data_pattern", "output_file"):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    refine_options = flag_defs.refine_options()
+    refine.parse_modes(refine_options.mode)  # a bad --refine fails before work
+    if FLAGS.merge_caches or FLAGS.from_cache:
+        if FLAGS.merge_caches and FLAGS.from_cache:
+            raise app.UsageError("use either --merge_caches or --from_cache")
+        if FLAGS.merge_caches:
+            if not FLAGS.cache_dir:
+                raise app.UsageError("--merge_caches needs --cache_dir (the output)")
+            cache.merge_caches(FLAGS.merge_caches, FLAGS.cache_dir)
+            opened = cache.ProbabilityCache.open(FLAGS.cache_dir)
+            logging.info("merged %d caches: %d segments", len(FLAGS.merge_caches),
+                         opened.shape[0])
+        else:
+            if not FLAGS.output_file:
+                raise app.UsageError("--from_cache needs --output_file")
+            opened = cache.ProbabilityCache.open(FLAGS.from_cache)
+        if FLAGS.output_file:
+            write_from_cache(opened, FLAGS.output_file, FLAGS.segment_max_pred,
+                             refine_options)
+        return
+    for name in ("train_dir", "input_data_pattern"):
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
+    if not (FLAGS.output_file or FLAGS.cache_dir):
+        raise app.UsageError("give --output_file, --cache_dir or both")
+    if refine_options.active and not FLAGS.video_train_dir and FLAGS.output_file:
+        raise app.UsageError(f"--refine={refine_options.mode} needs "
+                             "--video_train_dir (video-level probabilities)")
     infer(FLAGS.train_dir, FLAGS.input_data_pattern, FLAGS.output_file,
           FLAGS.segment_max_pred, FLAGS.batch_size, FLAGS.segment_labels_file,
-          flag_defs.context_frames_override(), flag_defs.input_options())
+          flag_defs.context_frames_override(), flag_defs.input_options(),
+          FLAGS.cache_dir, FLAGS.video_train_dir, FLAGS.num_shards,
+          FLAGS.shard_index, refine_options, FLAGS.video_max_frames,
+          FLAGS.num_classes, FLAGS.log_every_n_batches)
 
 
 def run():

@@ -71,3 +71,42 @@ def ranked_from_scores(segment_ids, scores, class_ids, k):
     rows = submission.top_k_per_class(scores, k)
     return {int(class_id): segment_ids[class_rows].tolist()
             for class_id, class_rows in zip(class_ids, rows)}
+
+
+def gap_at_k(predictions, labels, k=20, num_positives=None, block_rows=4096):
+    """Global average precision at k (video level, SPEC section 4).
+
+    As the starter code's eval_util: each video's top-k (class, score) pairs
+    (ties: lower column first) are pooled across videos, sorted by score
+    (stable: earlier video, then better rank, first) and scored as one ranked
+    list, AP = sum_i P(i) rel(i) / num_positives, where num_positives is the
+    number of positive labels of all videos (default: `labels.sum()`; pass
+    it when some labels fall outside the prediction columns).
+
+    predictions: [V, C] scores (may be a float16 memmap; read in blocks).
+    labels: [V, C] multi-hot (bool or 0/1).
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if predictions.ndim != 2 or labels.shape != predictions.shape:
+        raise ValueError(f"predictions {predictions.shape} and labels "
+                         f"{labels.shape} must both be [videos, classes]")
+    k = min(k, predictions.shape[1])
+    scores, hits = [], []
+    for start in range(0, predictions.shape[0], block_rows):
+        block = np.asarray(predictions[start:start + block_rows], np.float32)
+        if np.isnan(block).any():
+            raise ValueError("predictions contain NaN")
+        top = np.argsort(-block, axis=1, kind="stable")[:, :k]
+        scores.append(np.take_along_axis(block, top, axis=1).ravel())
+        hits.append(np.take_along_axis(
+            np.asarray(labels[start:start + block_rows]) > 0, top,
+            axis=1).ravel())
+    if num_positives is None:
+        num_positives = int(np.count_nonzero(np.asarray(labels) > 0))
+    if num_positives == 0 or not scores:
+        return 0.0
+    scores = np.concatenate(scores)
+    hits = np.concatenate(hits)[np.argsort(-scores, kind="stable")]
+    ranks = np.flatnonzero(hits) + 1
+    return float(np.sum(np.arange(1, len(ranks) + 1) / ranks) / num_positives)

@@ -1,9 +1,58 @@
-"""Run a model over a segment dataset and collect ids and fp16 probabilities."""
+"""Run a model over a segment (or video) dataset: ids and fp16 probabilities."""
 
 import numpy as np
 import tensorflow as tf
 
 from yt8m_segments.data import reader
+
+
+class Predictor:
+    """A model's forward pass, traced once, reused over many datasets.
+
+    `columns`: the output columns to keep (all when None). `id_key`: the
+    dataset key naming each example ("segment_id" for segment views, "id"
+    for views.video_dataset).
+    """
+
+    def __init__(self, model, columns=None, id_key="segment_id"):
+        self.model = model
+        self.id_key = id_key
+        self.num_columns = (int(model.outputs[0].shape[-1]) if columns is None
+                            else len(columns))
+        column_index = None if columns is None else tf.constant(columns, tf.int32)
+
+        @tf.function(reduce_retracing=True)
+        def forward(frames, mask):
+            probabilities = model({"frames": frames, "mask": mask}, training=False)
+            if column_index is not None:
+                probabilities = tf.gather(probabilities, column_index, axis=1)
+            return tf.cast(probabilities, tf.float16)
+
+        self._forward = forward
+
+    def predict(self, dataset, files, extra_keys=(), on_batch=None,
+                allow_empty=False):
+        """(ids as str array [N], float16 [N, C], dict of `extra_keys` arrays).
+
+        `on_batch(num_examples)` is called after every batch (progress).
+        """
+        ids, chunks = [], []
+        extras = {key: [] for key in extra_keys}
+        for batch in reader.iterate(dataset, files):
+            chunks.append(self._forward(batch["frames"], batch["mask"]).numpy())
+            ids.append(batch[self.id_key].numpy())
+            for key in extra_keys:
+                extras[key].append(batch[key].numpy())
+            if on_batch is not None:
+                on_batch(len(ids[-1]))
+        if not ids:
+            if not allow_empty:
+                raise ValueError("the input holds no segment to predict")
+            return (np.array([], dtype=str),
+                    np.zeros((0, self.num_columns), np.float16),
+                    {key: np.array([]) for key in extra_keys})
+        return (np.concatenate(ids).astype(str), np.concatenate(chunks),
+                {key: np.concatenate(values) for key, values in extras.items()})
 
 
 def predict_segments(model, dataset, files, columns=None, extra_keys=()):
@@ -12,24 +61,4 @@ def predict_segments(model, dataset, files, columns=None, extra_keys=()):
     Returns (segment ids as str array [N], float16 array [N, C] of the chosen
     output `columns` (all when None), dict of `extra_keys` arrays).
     """
-    column_index = None if columns is None else tf.constant(columns, tf.int32)
-
-    @tf.function(reduce_retracing=True)
-    def forward(frames, mask):
-        probabilities = model({"frames": frames, "mask": mask}, training=False)
-        if column_index is not None:
-            probabilities = tf.gather(probabilities, column_index, axis=1)
-        return tf.cast(probabilities, tf.float16)
-
-    ids, chunks = [], []
-    extras = {key: [] for key in extra_keys}
-    for batch in reader.iterate(dataset, files):
-        chunks.append(forward(batch["frames"], batch["mask"]).numpy())
-        ids.append(batch["segment_id"].numpy())
-        for key in extra_keys:
-            extras[key].append(batch[key].numpy())
-    if not ids:
-        raise ValueError("the input holds no segment to predict")
-    segment_ids = np.concatenate(ids).astype(str)
-    return (segment_ids, np.concatenate(chunks),
-            {key: np.concatenate(values) for key, values in extras.items()})
+    return Predictor(model, columns).predict(dataset, files, extra_keys)

@@ -5,6 +5,8 @@ first, `<seg>` being `<video id>:<start frame>`. Ground truth (rated validate
 pairs): header `segment_id,class,score`, one rated (segment, class) per line.
 """
 
+import collections
+import concurrent.futures
 import re
 
 import numpy as np
@@ -20,67 +22,183 @@ _SEGMENT_RE = re.compile(_SEGMENT)
 _SUBMISSION_LINE_RE = re.compile(
     rf"\s*(\d+)\s*,\s*((?:{_SEGMENT}(?:\s+{_SEGMENT})*)?)\s*")
 
-# 32 classes of a 2,062,258-segment test set: ~0.3 GB per float32/int32 temporary.
+# 32 classes of a 2,062,258-segment test set: ~0.26 GB per float32 block.
 DEFAULT_BLOCK_SIZE = 32
+# Column pass size: classes read per pass over a row-major cache file. 2 GB of
+# fp16 is ~500 classes of the real test set, i.e. 2 passes over its 4.1 GB.
+DEFAULT_MEMORY_BUDGET = 2 << 30
+DEFAULT_WORKERS = 2
 
 
-def _top_k_blocks(scores, k, columns, block_size):
-    """Yields (columns of the block, row indices [len(block), k]) for `columns`.
+class DenseColumns:
+    """Column blocks of an in-memory [N, C] matrix (or a memmap)."""
 
-    The whole matrix is never converted: each block of columns is copied on its
-    own as a contiguous float32 [block, N] array (exact for float16). The k-th
-    largest value per class is the threshold; every row above it is kept, plus
-    the lowest-index rows equal to it, so ties resolve exactly as a stable sort.
-    """
-    num_rows = scores.shape[0]
-    for start in range(0, len(columns), block_size):
-        block_columns = columns[start:start + block_size]
-        block = np.ascontiguousarray(scores[:, block_columns].T, dtype=np.float32)
-        if np.isnan(block).any():
+    def __init__(self, scores):
+        self.scores = scores
+        self.shape = scores.shape
+        self.dtype = scores.dtype
+
+    def columns_transposed(self, columns):
+        return np.ascontiguousarray(self.scores[:, columns].T)
+
+
+# float16 -> float32 through a 65,536-entry table: numpy's own conversion
+# takes ~14 ns per subnormal value (small probabilities are subnormal in fp16).
+F16_TO_F32 = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+def float16_to_float32(values):
+    """Exact float16 -> float32 of an array, via the lookup table."""
+    values = np.asarray(values)
+    return F16_TO_F32[values.view(np.uint16)]
+
+
+def order_keys(values):
+    """Unsigned integer keys ordered exactly as the float `values` (float16 ->
+    uint16, else float32 -> uint32); -0 equals +0. Raises on NaN."""
+    values = np.asarray(values)
+    if values.dtype == np.float16:
+        bits = values.view(np.uint16)
+        if ((bits & 0x7FFF) > 0x7C00).any():
             raise ValueError("scores contain NaN; cannot rank them")
-        threshold = np.partition(block, num_rows - k, axis=1)[:, num_rows - k, None]
-        above = block > threshold
-        at = block == threshold
-        room = k - above.sum(axis=1)
-        tied = np.flatnonzero(at.sum(axis=1) > room)  # ties cross the k-th place
-        at[tied] &= np.cumsum(at[tied], axis=1, dtype=np.int32) <= room[tied, None]
-        keep = above | at
-        rows = np.nonzero(keep)[1].reshape(len(block_columns), k)  # ascending rows
-        order = np.argsort(-np.take_along_axis(block, rows, axis=1), axis=1,
-                           kind="stable")
-        yield block_columns, np.take_along_axis(rows, order, axis=1)
+        sign, unsigned = np.uint16(0x8000), np.uint16
+    else:
+        values = np.asarray(values, dtype=np.float32)
+        if np.isnan(values).any():
+            raise ValueError("scores contain NaN; cannot rank them")
+        bits = (values + np.float32(0.0)).view(np.uint32)  # -0 + 0 = +0
+        sign, unsigned = np.uint32(0x80000000), np.uint32
+    if values.dtype == np.float16:
+        bits = np.where(bits == sign, unsigned(0), bits)  # -0 -> +0
+    return np.where(bits & sign, ~bits, bits | sign)
+
+
+def _kth_largest_key(row, k):
+    """The k-th largest of a uint16 or uint32 key row, by histograms."""
+    if row.dtype == np.uint16:
+        counts = np.bincount(row, minlength=1 << 16)
+        at_least = np.cumsum(counts[::-1])
+        return (1 << 16) - 1 - int(np.searchsorted(at_least, k))
+    high = (row >> 16).astype(np.uint16)
+    counts = np.bincount(high, minlength=1 << 16)
+    at_least = np.cumsum(counts[::-1])
+    bucket_rank = int(np.searchsorted(at_least, k))
+    bucket = (1 << 16) - 1 - bucket_rank
+    above = int(at_least[bucket_rank - 1]) if bucket_rank else 0
+    low = (row[high == bucket] & 0xFFFF).astype(np.uint16)
+    return (bucket << 16) | _kth_largest_key(low, k - above)
+
+
+def _top_k_rows(keys, k):
+    """Column indices [len(keys), k] of each row's k largest keys, best first.
+
+    The k-th largest key per row (from histograms, no sort) is the
+    threshold; every index above it is kept, plus the lowest-index ones equal
+    to it, so ties resolve exactly as a stable sort (lower index first).
+    """
+    result = np.empty((len(keys), k), dtype=np.int64)
+    for i, row in enumerate(keys):
+        threshold = row.dtype.type(_kth_largest_key(row, k))
+        chosen = np.flatnonzero(row > threshold)
+        if len(chosen) < k:
+            tied = np.flatnonzero(row == threshold)[:k - len(chosen)]
+            chosen = np.concatenate([chosen, tied])
+        # Descending keys, stable: equal keys keep ascending index order (ties
+        # at the threshold come after the larger keys and are ascending too).
+        result[i] = chosen[np.argsort(~row[chosen], kind="stable")]
+    return result
+
+
+def _block_keys(raw, block_columns, refiner):
+    """Order keys of a [classes, N] block, refined. float16 blocks stay
+    16-bit unless the refinement fuses scores (then float32)."""
+    if refiner is not None and refiner.fuses:
+        return order_keys(refiner.scores(raw, block_columns))
+    if raw.dtype != np.float16:
+        raw = refiner.scores(raw, block_columns) if refiner else raw
+        return order_keys(raw)
+    keys = order_keys(raw)
+    if refiner is not None:
+        dropped = refiner.drop_mask(block_columns)
+        if dropped is not None:
+            np.copyto(keys, keys.dtype.type(0), where=dropped)  # below all
+    return keys
+
+
+def _top_k_blocks(source, k, columns, block_size, refiner=None,
+                  memory_budget=DEFAULT_MEMORY_BUDGET, workers=DEFAULT_WORKERS):
+    """Yields (columns of the block, row indices [len(block), k]) in order.
+
+    `source` gives `columns_transposed(columns)` -> [len, N] (DenseColumns, or
+    cache.NpyReader for a cache file: one sequential pass per group of
+    columns that fits `memory_budget`). Each block of `block_size` columns is
+    turned into integer order keys (float16: its bits, no conversion),
+    refined (`refiner`, see refine.py), and ranked; `workers` threads rank
+    blocks concurrently.
+    """
+    num_rows = source.shape[0]
+    itemsize = np.dtype(source.dtype).itemsize
+    per_pass = max(block_size, (memory_budget // max(1, num_rows * itemsize))
+                   // block_size * block_size)
+    columns = np.asarray(columns)
+
+    def rank(data, offset, block_columns):
+        raw = data[offset:offset + len(block_columns)]
+        return block_columns, _top_k_rows(_block_keys(raw, block_columns, refiner), k)
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+        for pass_start in range(0, len(columns), per_pass):
+            pass_columns = columns[pass_start:pass_start + per_pass]
+            data = source.columns_transposed(pass_columns)
+            pending = collections.deque()
+            for offset in range(0, len(pass_columns), block_size):
+                pending.append(pool.submit(
+                    rank, data, offset, pass_columns[offset:offset + block_size]))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+            del data
 
 
 def _check_scores(scores, k):
-    if scores.ndim != 2:
+    if len(scores.shape) != 2:
         raise ValueError(f"scores must be [segments, classes], got shape {scores.shape}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     return min(k, scores.shape[0])
 
 
-def top_k_per_class(scores, k, block_size=DEFAULT_BLOCK_SIZE):
+def _columns_source(scores):
+    return scores if hasattr(scores, "columns_transposed") else DenseColumns(scores)
+
+
+def top_k_per_class(scores, k, block_size=DEFAULT_BLOCK_SIZE, refiner=None):
     """Row indices [C, min(k, N)] of each class's best segments, best first.
 
-    Ties go to the lower row index. `scores` [N, C] may be a float16 memmap;
-    memory stays O(block_size * N) beyond the result.
+    Ties go to the lower row index. `scores` [N, C] may be a float16 memmap
+    or a cache.NpyReader; memory stays O(block_size * N) beyond the result
+    (and one pass's columns for a reader). `refiner` (refine.Refiner)
+    refines each block first.
     """
     k = _check_scores(scores, k)
     num_classes = scores.shape[1]
     result = np.empty((num_classes, k), dtype=np.int64)
-    if k == 0:
-        return result
-    for block_columns, rows in _top_k_blocks(scores, k, np.arange(num_classes),
-                                             block_size):
+    for block_columns, rows in _top_k_blocks(
+            _columns_source(scores), k, np.arange(num_classes), block_size,
+            refiner):
         result[block_columns] = rows
     return result
 
 
 def write_submission(path, segment_ids, scores, class_ids, k,
-                     block_size=DEFAULT_BLOCK_SIZE):
+                     block_size=DEFAULT_BLOCK_SIZE, refiner=None,
+                     memory_budget=DEFAULT_MEMORY_BUDGET,
+                     workers=DEFAULT_WORKERS):
     """Writes the submission CSV, classes ascending, at most k segments each.
 
     Streams block by block, so the [C, k] index matrix is never held whole.
+    `scores` is [N, C]: an array, a memmap or a cache.NpyReader.
     """
     segment_ids = np.asarray(segment_ids)
     class_ids = np.asarray(class_ids)
@@ -92,15 +210,36 @@ def write_submission(path, segment_ids, scores, class_ids, k,
     if len(np.unique(class_ids)) != len(class_ids):
         raise ValueError("class ids are not unique")
     order = np.argsort(class_ids, kind="stable")
+    # Object array of the ids: a class's line joins references, no new strings.
+    id_objects = np.empty(len(segment_ids), dtype=object)
+    id_objects[:] = segment_ids.tolist()
     with atomic_open(path) as handle:
         handle.write(SUBMISSION_HEADER + "\n")
-        if k == 0:
-            handle.write("".join(f"{class_ids[c]},\n" for c in order))
-            return
-        for block_columns, rows in _top_k_blocks(scores, k, order, block_size):
+        for block_columns, rows in _top_k_blocks(
+                _columns_source(scores), k, order, block_size, refiner,
+                memory_budget, workers):
             handle.write("".join(
-                f"{class_ids[c]},{' '.join(segment_ids[r].tolist())}\n"
+                f"{class_ids[c]},{' '.join(id_objects[r].tolist())}\n"
                 for c, r in zip(block_columns, rows)))
+
+
+def write_submission_from_cache(path, cache, k, refine_options=None,
+                                block_size=DEFAULT_BLOCK_SIZE,
+                                memory_budget=DEFAULT_MEMORY_BUDGET,
+                                workers=DEFAULT_WORKERS):
+    """The submission CSV of an opened cache.ProbabilityCache, refined by
+    `refine_options` (refine.RefineOptions; None = no refinement).
+
+    Reads the cache file in column passes (never whole, never memory-mapped)
+    and refines block by block. Returns the number of classes written.
+    """
+    from yt8m_segments import refine  # refine imports tensorflow ops only
+    refiner = (refine.refiner_for_cache(cache, refine_options)
+               if refine_options is not None else None)
+    write_submission(path, cache.segment_ids, cache.segment_reader(),
+                     cache.class_ids, k, block_size, refiner, memory_budget,
+                     workers)
+    return len(cache.class_ids)
 
 
 def _lines(path):

@@ -103,9 +103,6 @@ flags.DEFINE_float("ema_momentum", None,
                    "Keep an exponential moving average of the weights with "
                    "this momentum (e.g. 0.999), used for validation and the "
                    "saved model; the raw weights stay in the checkpoints.")
-flags.DEFINE_string("eval_data_pattern", None,
-                    "Validate records for MAP@K every --eval_every_steps; "
-                    "with --num_folds > 1 the held-out fold is used instead.")
 flags.DEFINE_integer("eval_every_steps", None,
                      "Validate this often (and at the end); the best run is "
                      "kept in <train_dir>/best.")

@@ -1,0 +1,280 @@
+r"""A LightGBM stacker over cached probabilities (4th place: 0.814 -> 0.817).
+
+Optional extra: pip install 'yt8m_segments[stacker]' (lightgbm).
+
+Train on the rated pairs of validate caches (one cache per model, all over
+the same segments), then score test caches of the same models, in the same
+order, into a new cache:
+
+  python -m yt8m_segments.stacker --train_caches=VA,VB \
+      --ground_truth_file=G (or --eval_data_pattern='validate-*') \
+      --stacker_dir=S [--caches=TA,TB --output_cache=D]
+  python -m yt8m_segments.stacker --stacker_dir=S --caches=TA,TB --output_cache=D
+
+Features of a (segment, class) pair, class-agnostic (FEATURES):
+  p_0 .. p_{M-1}    each model's probability of the class for the segment
+  mean, std, max    over the M models
+  video             the video-level probability of the class (mean over the
+                    caches that have video probabilities; NaN if the video
+                    vocabulary lacks the class); only when the caches have them
+  rank              the class's rank within the segment by mean (0 = best)
+Label: the rating (score > 0) of the pair; unrated pairs are not used.
+The output cache holds the stacker's probabilities for every pair, and the
+caches' averaged video probabilities, so it can be refined, ensembled or
+evaluated like any other cache. Prediction is by row blocks: LightGBM scores
+N x C pairs, so on the full test set (2M x 1000) expect it to take a while.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import numpy as np
+
+from yt8m_segments import cache as cache_lib
+from yt8m_segments import ensemble
+from yt8m_segments import eval as eval_lib
+from yt8m_segments import flag_defs
+from yt8m_segments import submission
+
+FLAGS = flags.FLAGS
+
+INSTALL_HINT = ("the stacker needs lightgbm: pip install 'yt8m_segments[stacker]' "
+                "(or pip install 'lightgbm>=4')")
+MODEL_FILE = "model.txt"
+CONFIG_FILE = "stacker.json"
+PREDICT_BLOCK_ROWS = 2048
+
+
+def _lightgbm():
+    try:
+        import lightgbm  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise ImportError(INSTALL_HINT) from None
+    return lightgbm
+
+
+def feature_names(num_models, with_video):
+    return ([f"p_{i}" for i in range(num_models)] + ["mean", "std", "max"]
+            + (["video"] if with_video else []) + ["rank"])
+
+
+class FeatureSource:
+    """Feature blocks over compatible caches (one per model)."""
+
+    def __init__(self, caches):
+        self.caches = caches
+        self.first = caches[0]
+        self.class_ids = list(self.first.class_ids)
+        self.video_sources = []
+        for cache in caches:
+            if not cache.has_videos():
+                continue
+            position = {c: i for i, c in enumerate(cache.video_class_ids)}
+            columns = np.array([position.get(c, -1) for c in self.class_ids])
+            self.video_sources.append(
+                (cache.video_probs, cache.segment_video_rows(), columns))
+        self.with_video = bool(self.video_sources)
+        self.names = feature_names(len(caches), self.with_video)
+
+    def block(self, rows):
+        """[len(rows) * C, F] float32 features of segment `rows` (sorted)."""
+        probs = np.stack([np.asarray(c.segment_probs[rows], np.float32)
+                          for c in self.caches])  # [M, b, C]
+        b, c = probs.shape[1:]
+        columns = [probs[i].ravel() for i in range(len(self.caches))]
+        mean = probs.mean(axis=0)
+        columns += [mean.ravel(), probs.std(axis=0).ravel(),
+                    probs.max(axis=0).ravel()]
+        if self.with_video:
+            video = np.zeros((b, c), np.float32)
+            for video_probs, video_rows, class_columns in self.video_sources:
+                values = np.asarray(video_probs[video_rows[rows]],
+                                    np.float32)[:, np.maximum(class_columns, 0)]
+                values[:, class_columns < 0] = np.nan
+                video += values
+            columns.append((video / len(self.video_sources)).ravel())
+        order = np.argsort(-mean, axis=1, kind="stable")
+        rank = np.empty((b, c), np.float32)
+        np.put_along_axis(rank, order, np.arange(c, dtype=np.float32)[None, :],
+                          axis=1)
+        columns.append(rank.ravel())
+        return np.stack(columns, axis=1)
+
+
+def training_pairs(source, ground_truth, block_rows=4096):
+    """(features [P, F], labels [P]) for the rated pairs found in the caches."""
+    row_of = {s: i for i, s in enumerate(source.first.segment_ids.tolist())}
+    column_of = {c: i for i, c in enumerate(source.class_ids)}
+    pairs, skipped = [], 0
+    for class_id, ratings in ground_truth.items():
+        column = column_of.get(int(class_id))
+        for segment_id, score in ratings.items():
+            row = row_of.get(segment_id)
+            if column is None or row is None:
+                skipped += 1
+                continue
+            pairs.append((row, column, score > 0))
+    if skipped:
+        logging.warning("%d rated pairs are not in the caches; left out", skipped)
+    if not pairs:
+        raise ValueError("no rated (segment, class) pair of the labels is in "
+                         f"the caches {[c.path for c in source.caches]}")
+    pairs = np.array(pairs, dtype=np.int64)
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    num_classes = len(source.class_ids)
+    features, labels = [], []
+    unique_rows = np.unique(pairs[:, 0])
+    for start in range(0, len(unique_rows), block_rows):
+        rows = unique_rows[start:start + block_rows]
+        block = source.block(rows)
+        chosen = pairs[(pairs[:, 0] >= rows[0]) & (pairs[:, 0] <= rows[-1])]
+        local = np.searchsorted(rows, chosen[:, 0])
+        features.append(block[local * num_classes + chosen[:, 1]])
+        labels.append(chosen[:, 2])
+    return np.concatenate(features), np.concatenate(labels).astype(np.float32)
+
+
+def train(train_caches, ground_truth, stacker_dir, num_trees=200,
+          learning_rate=0.05, num_leaves=31, min_data_in_leaf=20, seed=0):
+    """Fit the stacker on the rated pairs; write it to `stacker_dir`."""
+    lightgbm = _lightgbm()
+    source = FeatureSource(ensemble.open_compatible(train_caches))
+    features, labels = training_pairs(source, ground_truth)
+    if labels.min() == labels.max():
+        raise ValueError("the rated pairs are all positive or all negative: "
+                         "nothing to learn")
+    logging.info("stacker: %d rated pairs (%d positive), features %s",
+                 len(labels), int(labels.sum()), source.names)
+    params = {"objective": "binary", "learning_rate": learning_rate,
+              "num_leaves": num_leaves, "min_data_in_leaf": min_data_in_leaf,
+              "seed": seed, "deterministic": True, "num_threads": os.cpu_count() or 1,
+              "verbose": -1}
+    booster = lightgbm.train(params, lightgbm.Dataset(
+        features, labels, feature_name=source.names), num_boost_round=num_trees)
+    os.makedirs(stacker_dir, exist_ok=True)
+    booster.save_model(os.path.join(stacker_dir, MODEL_FILE))
+    config = {"num_models": len(train_caches), "with_video": source.with_video,
+              "feature_names": source.names, "params": params,
+              "num_trees": num_trees, "num_pairs": int(len(labels)),
+              "train_caches": [os.path.abspath(p) for p in train_caches]}
+    with open(os.path.join(stacker_dir, CONFIG_FILE), "w") as handle:
+        json.dump(config, handle, indent=1)
+    return booster
+
+
+def load(stacker_dir):
+    """(lightgbm.Booster, config dict) saved by `train`."""
+    lightgbm = _lightgbm()
+    with open(os.path.join(stacker_dir, CONFIG_FILE)) as handle:
+        config = json.load(handle)
+    booster = lightgbm.Booster(model_file=os.path.join(stacker_dir, MODEL_FILE))
+    return booster, config
+
+
+def predict(stacker_dir, caches, output_cache, block_rows=PREDICT_BLOCK_ROWS):
+    """Score every pair of `caches` (the training models, same order)."""
+    booster, config = load(stacker_dir)
+    if len(caches) != config["num_models"]:
+        raise ValueError(f"the stacker in {stacker_dir} was trained on "
+                         f"{config['num_models']} caches, got {len(caches)}")
+    opened = ensemble.open_compatible(caches)
+    source = FeatureSource(opened)
+    if source.names != config["feature_names"]:
+        raise ValueError(f"the stacker in {stacker_dir} uses features "
+                         f"{config['feature_names']}; these caches give "
+                         f"{source.names} (video probabilities present in one "
+                         "and not the other?)")
+    first = source.first
+    with_videos = [c for c in opened if c.has_videos()]
+    video_first = with_videos[0] if with_videos else None
+    num_segments, num_classes = first.segment_probs.shape
+    meta = {"kind": "stacker", "stacker_dir": os.path.abspath(stacker_dir),
+            "stacked": [os.path.abspath(c.path) for c in opened],
+            "fingerprint": ensemble._fingerprint(  # pylint: disable=protected-access
+                opened, [os.path.abspath(stacker_dir)] * len(opened)),
+            "input_files": first.meta.get("input_files", [])}
+    with cache_lib.CacheWriter(
+            output_cache, num_segments, first.class_ids,
+            len(video_first.video_ids) if video_first else None,
+            video_first.video_class_ids if video_first else None) as writer:
+        for start in range(0, num_segments, block_rows):
+            rows = np.arange(start, min(start + block_rows, num_segments))
+            scores = booster.predict(source.block(rows))
+            writer.write_segments(first.segment_ids[rows],
+                                  scores.reshape(len(rows), num_classes))
+        if video_first is not None:
+            weights = [1.0] * len(with_videos)
+            for start, rows in ensemble._weighted_blocks(  # pylint: disable=protected-access
+                    [c.video_reader() for c in with_videos], weights,
+                    cache_lib.BLOCK_ROWS):
+                writer.write_videos(
+                    video_first.video_ids[start:start + len(rows)], rows)
+        return writer.commit(meta)
+
+
+def define_flags(flag_values=FLAGS):
+    def define(kind, name, default, help_text):
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text,
+                                         flag_values=flag_values)
+    define("string", "train_caches", None, "Comma-separated validate caches "
+           "(one per model) to train on.")
+    define("string", "caches", None, "Comma-separated caches of the same "
+           "models, in the same order, to score.")
+    define("string", "output_cache", None, "Where to write the stacked cache.")
+    define("string", "stacker_dir", None, "Where the stacker is saved / read.")
+    define("integer", "stacker_trees", 200, "Boosting rounds.")
+    define("float", "stacker_learning_rate", 0.05, "LightGBM learning rate.")
+    define("integer", "stacker_leaves", 31, "LightGBM num_leaves.")
+    define("integer", "stacker_min_data_in_leaf", 20,
+           "LightGBM min_data_in_leaf.")
+    define("integer", "stacker_seed", 0, "LightGBM seed.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.stacker_dir:
+        raise app.UsageError("--stacker_dir is required")
+    if not FLAGS.train_caches and not FLAGS.caches:
+        raise app.UsageError("give --train_caches (train), --caches with "
+                             "--output_cache (predict), or both")
+    if FLAGS.caches and not FLAGS.output_cache:
+        raise app.UsageError("--caches needs --output_cache")
+    try:
+        if FLAGS.train_caches:
+            if FLAGS.ground_truth_file:
+                ground_truth = submission.read_ground_truth(FLAGS.ground_truth_file)
+            elif FLAGS.eval_data_pattern:
+                _, ground_truth = eval_lib.read_record_labels(
+                    flag_defs.data_files(FLAGS.eval_data_pattern, holdout=True),
+                    FLAGS.compression)
+            else:
+                raise app.UsageError("training needs --ground_truth_file or "
+                                     "--eval_data_pattern (the rated pairs)")
+            train(ensemble.parse_list(FLAGS.train_caches, "train_caches"),
+                  ground_truth, FLAGS.stacker_dir, FLAGS.stacker_trees,
+                  FLAGS.stacker_learning_rate, FLAGS.stacker_leaves,
+                  FLAGS.stacker_min_data_in_leaf, FLAGS.stacker_seed)
+            print(f"stacker {FLAGS.stacker_dir}")
+        if FLAGS.caches:
+            path = predict(FLAGS.stacker_dir,
+                           ensemble.parse_list(FLAGS.caches, "caches"),
+                           FLAGS.output_cache)
+            print(f"output_cache {path}")
+    except ImportError as error:
+        raise app.UsageError(str(error)) from None
+    except (ValueError, FileNotFoundError) as error:
+        raise app.UsageError(f"stacker: {error}") from None
+
+
+def run():
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
