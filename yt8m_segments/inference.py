@@ -27,10 +27,15 @@ merges them (and can write the submission from the merged cache).
 A submission from an existing cache, without running a model:
   python -m yt8m_segments.inference --from_cache=D --output_file=... --refine=...
 
-Windows go through the model as flat [B, 5 + 2n, D] examples: the models are
-single functional graphs over a window, so per-frame work inside them (e.g.
-DBoF's cluster projection) is repeated for frames shared by overlapping
-context windows; dequantization happens once per window frame in the view.
+Per-frame work once per video: with context frames (n > 0) and a model whose
+aggregators split into per-frame features and pooling (every orderless one;
+models/windowed.py), the test view keeps each video whole (`per_video=True`),
+the per-frame part of the model (L2 norm, input batch norm, projections,
+soft assignments, attention) runs once per video and each window pools the
+gathered per-frame features; the cache rows are those of the flat windows
+(same ids, same order, probabilities equal up to float rounding). Recurrent
+models, and n = 0 (windows do not overlap), keep the flat [B, 5 + 2n, D]
+windows; the log says which path runs.
 """
 
 import json
@@ -74,6 +79,39 @@ flags.DEFINE_integer("log_every_n_batches", 50,
 
 FLAGS = flags.FLAGS
 PARTS = "parts"
+# Windows per video assumed when turning --batch_size (windows) into videos
+# per batch for the per-video view: a 300-frame test video has 60.
+WINDOWS_PER_VIDEO = 60
+# Tests set this to False to force the flat windows (None: choose).
+_WINDOWED = None
+
+
+def videos_per_batch(batch_size):
+    """Videos per per-video batch holding about `batch_size` real windows."""
+    return max(1, batch_size // WINDOWS_PER_VIDEO)
+
+
+def use_windowed(model, context_frames, windowed_option=None):
+    """Whether to run `model` per video (see the module docstring), logged."""
+    from yt8m_segments.models import windowed
+
+    if windowed_option is None:
+        windowed_option = _WINDOWED
+    if windowed_option is False:
+        logging.info("flat windows (per-video path switched off)")
+        return False
+    if not context_frames:
+        logging.info("flat windows: without context frames windows share no "
+                     "frame")
+        return False
+    reason = windowed.why_not_windowed(model)
+    if reason is not None:
+        logging.info("flat windows of %d frames, per-frame work repeated: %s",
+                     5 + 2 * context_frames, reason)
+        return False
+    logging.info("per-video windows: per-frame work once per video, each "
+                 "%d-frame window pooled", 5 + 2 * context_frames)
+    return True
 
 
 class Progress:
@@ -216,12 +254,23 @@ def build_cache(cache_dir, run, class_ids, files, batch_size, context_frames=0,
                      len(files) - len(todo), len(files))
     progress = Progress(len(files), len(files) - len(todo), log_every_n_batches)
     if todo:
-        segments = predict.Predictor(run.model, run.columns_for(class_ids))
+        per_video = use_windowed(run.model, context_frames)
+        if per_video:
+            segments = predict.WindowedPredictor(run.model,
+                                                 run.columns_for(class_ids))
+        else:
+            segments = predict.Predictor(run.model, run.columns_for(class_ids))
         videos = predict.Predictor(video_run.model, id_key="id") if video_run else None
     for path in todo:
-        dataset = views.test_segment_dataset(
-            path, run.feature_spec, batch_size, context_frames=context_frames,
-            files=[path], **input_options)
+        if per_video:
+            dataset = views.test_segment_dataset(
+                path, run.feature_spec, videos_per_batch(batch_size),
+                context_frames=context_frames, per_video=True, files=[path],
+                **input_options)
+        else:
+            dataset = views.test_segment_dataset(
+                path, run.feature_spec, batch_size,
+                context_frames=context_frames, files=[path], **input_options)
         segment_ids, segment_probs, _ = segments.predict(
             dataset, [path], on_batch=progress.batch, allow_empty=True)
         video_ids = video_probs = None

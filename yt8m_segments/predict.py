@@ -30,6 +30,11 @@ class Predictor:
 
         self._forward = forward
 
+    def _forward_batch(self, batch):
+        """(probabilities [N, C] float16, ids [N]) of one batch."""
+        return (self._forward(batch["frames"], batch["mask"]),
+                batch[self.id_key])
+
     def predict(self, dataset, files, extra_keys=(), on_batch=None,
                 allow_empty=False):
         """(ids as str array [N], float16 [N, C], dict of `extra_keys` arrays).
@@ -39,10 +44,14 @@ class Predictor:
         ids, chunks = [], []
         extras = {key: [] for key in extra_keys}
         for batch in reader.iterate(dataset, files):
-            chunks.append(self._forward(batch["frames"], batch["mask"]).numpy())
-            ids.append(batch[self.id_key].numpy())
+            probabilities, batch_ids = self._forward_batch(batch)
+            chunks.append(probabilities.numpy())
+            ids.append(batch_ids.numpy())
             for key in extra_keys:
-                extras[key].append(batch[key].numpy())
+                values = batch[key]
+                if "segment_mask" in batch and key not in ("frames", "mask"):
+                    values = tf.boolean_mask(values, batch["segment_mask"])
+                extras[key].append(values.numpy())
             if on_batch is not None:
                 on_batch(len(ids[-1]))
         if not ids:
@@ -53,6 +62,42 @@ class Predictor:
                     {key: np.array([]) for key in extra_keys})
         return (np.concatenate(ids).astype(str), np.concatenate(chunks),
                 {key: np.concatenate(values) for key, values in extras.items()})
+
+
+class WindowedPredictor(Predictor):
+    """`Predictor` over the per-video view (`per_video=True`): per-frame work
+    once per video, then each window pooled (models/windowed.py).
+
+    Yields the same ids and rows, in the same order, as `Predictor` on the
+    flat view of the same windows.
+    """
+
+    def __init__(self, model, columns=None):
+        from yt8m_segments.models import windowed
+
+        self.model = model
+        self.id_key = "segment_id"
+        self.num_columns = (int(model.outputs[0].shape[-1]) if columns is None
+                            else len(columns))
+        column_index = None if columns is None else tf.constant(columns, tf.int32)
+        runner = windowed.windowed_model(model)
+
+        @tf.function(reduce_retracing=True)
+        def forward(frames, mask, window_index, window_mask, segment_mask):
+            probabilities = runner.segments(frames, mask, window_index,
+                                            window_mask, segment_mask)
+            if column_index is not None:
+                probabilities = tf.gather(probabilities, column_index, axis=1)
+            return tf.cast(probabilities, tf.float16)
+
+        self._windowed_forward = forward
+
+    def _forward_batch(self, batch):
+        probabilities = self._windowed_forward(
+            batch["frames"], batch["mask"], batch["window_index"],
+            batch["window_mask"], batch["segment_mask"])
+        ids = tf.boolean_mask(batch["segment_id"], batch["segment_mask"])
+        return probabilities, ids
 
 
 def predict_segments(model, dataset, files, columns=None, extra_keys=()):

@@ -48,7 +48,12 @@ class DBoF(keras.layers.Layer):
         self.cluster.build(input_shape)
         self.hidden.build((input_shape[0], self.cluster_size))
 
-    def call(self, frames, mask=None, training=None):
+    def frame_features(self, frames, mask=None, training=None):
+        """Per-frame part: [B, T, D] -> relu6(BN(BN(frames) W_cluster)) [B, T, K].
+
+        `mask` only keeps padded frames out of the training batch statistics;
+        at inference every step here is per frame.
+        """
         if mask is None:
             mask = ops.ones(ops.shape(frames)[:2], dtype="bool")
         x = frames
@@ -57,12 +62,22 @@ class DBoF(keras.layers.Layer):
         x = self.cluster(x)
         if self.add_batch_norm:
             x = self.cluster_norm(x, training=training, mask=mask)
-        x = ops.relu6(x)
-        x = self._pool(x, mask)
+        return ops.relu6(x)
+
+    def pool_frames(self, features, mask=None, training=None):
+        """Pool `frame_features` [N, T, K] over real frames, then the hidden layer."""
+        if mask is None:
+            mask = ops.ones(ops.shape(features)[:2], dtype="bool")
+        x = self._pool(features, mask)
         x = self.hidden(x)
         if self.add_batch_norm:
             x = self.hidden_norm(x, training=training)
         return ops.relu6(x)
+
+    def call(self, frames, mask=None, training=None):
+        return self.pool_frames(
+            self.frame_features(frames, mask, training=training), mask,
+            training=training)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.hidden_size)

@@ -57,17 +57,28 @@ class GatedDBoF(keras.layers.Layer):
         self.gate.build((batch, self.gate_bottleneck))
         self.hidden.build((batch, self.cluster_size))
 
-    def call(self, frames, mask=None, training=None):
+    def frame_features(self, frames, mask=None, training=None):
+        """Per-frame part: soft assignments softmax(BN(BN(frames) W_c)) [B, T, K]."""
         if mask is None:
             mask = ops.ones(ops.shape(frames)[:2], dtype="bool")
         x = frames
         if self.add_batch_norm:
             x = self.input_norm(x, training=training, mask=mask)
-        assignment = self.cluster(x, mask=mask, training=training)
-        total = masked_pooling.masked_mean(assignment, mask)
-        peak = ops.normalize(masked_pooling.masked_max(assignment, mask))
+        return self.cluster(x, mask=mask, training=training)
+
+    def pool_frames(self, features, mask=None, training=None):
+        """Gated mean of assignments [N, T, K] over real frames, hidden layer."""
+        if mask is None:
+            mask = ops.ones(ops.shape(features)[:2], dtype="bool")
+        total = masked_pooling.masked_mean(features, mask)
+        peak = ops.normalize(masked_pooling.masked_max(features, mask))
         gates = self.gate(self.gate_reduce(peak), training=training)
         return self.hidden(ops.normalize(gates * total), training=training)
+
+    def call(self, frames, mask=None, training=None):
+        return self.pool_frames(
+            self.frame_features(frames, mask, training=training), mask,
+            training=training)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.hidden_size)

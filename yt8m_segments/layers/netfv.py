@@ -32,8 +32,7 @@ class NetFV(SoftAssignmentPooling):
         self.centroids = self._centre_weight("centroids")
         self.scales = self._centre_weight("scales", mean=1.0)
 
-    def call(self, frames, mask=None, training=None):
-        x, a = self.assign(frames, mask, training)
+    def pool_assigned(self, x, a):
         mass = ops.sum(a, axis=1)[..., None]
         first_moment = ops.einsum("btk,btd->bkd", a, x)
         second_moment = ops.einsum("btk,btd->bkd", a, ops.square(x))

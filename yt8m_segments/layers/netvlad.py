@@ -87,6 +87,32 @@ class SoftAssignmentPooling(keras.layers.Layer):
         weights = ops.softmax(logits, axis=-1)
         return x, ops.where(mask[..., None], weights, ops.zeros_like(weights))
 
+    def frame_features(self, frames, mask=None, training=None):
+        """Per-frame part: [normalised frame, assignments] [B, T, D + K].
+
+        `mask` zeroes padded frames and keeps them out of the training batch
+        statistics; at inference every step here is per frame.
+        """
+        x, a = self.assign(frames, mask, training)
+        return ops.concatenate([x, a], axis=-1)
+
+    def pool_frames(self, features, mask=None, training=None):
+        """`frame_features` [N, T, D + K] of real frames -> the descriptor."""
+        mask = frame_mask(features, mask)
+        x = features[..., :self.feature_size]
+        a = features[..., self.feature_size:]
+        a = ops.where(mask[..., None], a, ops.zeros_like(a))
+        return self.pool_assigned(x, a)
+
+    def pool_assigned(self, x, a):
+        """Frames [N, T, D] and assignments [N, T, K] (0 on padding) -> [N, H]."""
+        raise NotImplementedError
+
+    def call(self, frames, mask=None, training=None):
+        return self.pool_frames(
+            self.frame_features(frames, mask, training=training), mask,
+            training=training)
+
     def compute_mask(self, frames, mask=None):
         return None
 
@@ -129,8 +155,7 @@ class NetVLAD(SoftAssignmentPooling):
                 shape=(width, self.feature_size), name="nonlocal_out",
                 initializer="glorot_uniform")
 
-    def call(self, frames, mask=None, training=None):
-        x, a = self.assign(frames, mask, training)
+    def pool_assigned(self, x, a):
         vlad = ops.einsum("btk,btd->bkd", a, x)
         if not self.light:
             vlad = vlad - ops.sum(a, axis=1)[..., None] * self.centroids

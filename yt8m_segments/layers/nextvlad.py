@@ -66,7 +66,12 @@ class NeXtVLAD(keras.layers.Layer):
         self.output_norm.build(
             (input_shape[0], self.cluster_size * self.group_size))
 
-    def call(self, frames, mask=None, training=None):
+    def frame_features(self, frames, mask=None, training=None):
+        """Per-frame part: [expanded frame, attention-weighted assignments].
+
+        [B, T, D] -> [B, T, lambda*D + G*K]; padded frames get assignment 0
+        and stay out of the training batch statistics.
+        """
         mask = frame_mask(frames, mask)
         real = ops.cast(mask, frames.dtype)[..., None]
         x = ops.where(mask[..., None], frames, ops.zeros_like(frames))
@@ -78,7 +83,19 @@ class NeXtVLAD(keras.layers.Layer):
         logits = ops.reshape(logits,
                              (batch, time, self.groups, self.cluster_size))
         a = ops.softmax(logits, axis=-1) * attention[..., None]
-        grouped = ops.reshape(x, (batch, time, self.groups, self.group_size))
+        a = ops.reshape(a, (batch, time, self.groups * self.cluster_size))
+        return ops.concatenate([x, a], axis=-1)
+
+    def pool_frames(self, features, mask=None, training=None):
+        """`frame_features` [N, T, F] of real frames -> [N, K * group size]."""
+        mask = frame_mask(features, mask)
+        expanded = self.groups * self.group_size
+        batch, time = ops.shape(features)[0], ops.shape(features)[1]
+        a = features[..., expanded:]
+        a = ops.where(mask[..., None], a, ops.zeros_like(a))
+        a = ops.reshape(a, (batch, time, self.groups, self.cluster_size))
+        grouped = ops.reshape(features[..., :expanded],
+                              (batch, time, self.groups, self.group_size))
         vlad = ops.einsum("btgk,btgf->bkf", a, grouped)
         vlad = vlad - ops.sum(a, axis=(1, 2))[..., None] * self.centroids
         vlad = ops.reshape(l2_normalize(vlad, axis=-1),
@@ -86,6 +103,11 @@ class NeXtVLAD(keras.layers.Layer):
         # A new tensor: the batch norm's per-row mask must not reach the head.
         return ops.copy(self.output_norm(vlad, training=training,
                                          mask=ops.any(mask, axis=1)))
+
+    def call(self, frames, mask=None, training=None):
+        return self.pool_frames(
+            self.frame_features(frames, mask, training=training), mask,
+            training=training)
 
     def compute_output_shape(self, input_shape):
         group_size = self.expansion * input_shape[-1] // self.groups

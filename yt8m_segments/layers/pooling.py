@@ -22,10 +22,17 @@ class FramePooling(keras.layers.Layer):
         self._pool = masked_pooling.get(method)
         self.supports_masking = True
 
-    def call(self, frames, mask=None):
+    def frame_features(self, frames, mask=None, training=None):
+        """Nothing is per frame: the frames themselves."""
+        return frames
+
+    def pool_frames(self, features, mask=None, training=None):
         if mask is None:
-            mask = keras.ops.ones(keras.ops.shape(frames)[:2], dtype="bool")
-        return self._pool(frames, mask)
+            mask = keras.ops.ones(keras.ops.shape(features)[:2], dtype="bool")
+        return self._pool(features, mask)
+
+    def call(self, frames, mask=None):
+        return self.pool_frames(self.frame_features(frames, mask), mask)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])

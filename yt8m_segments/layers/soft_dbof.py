@@ -55,16 +55,26 @@ class SoftDBoF(keras.layers.Layer):
         self.hidden.build(
             (input_shape[0], self.cluster_size * len(self._pools)))
 
-    def call(self, frames, mask=None, training=None):
+    def frame_features(self, frames, mask=None, training=None):
+        """Per-frame part: soft assignments softmax(BN(BN(frames) W_c)) [B, T, K]."""
         if mask is None:
             mask = ops.ones(ops.shape(frames)[:2], dtype="bool")
         x = frames
         if self.add_batch_norm:
             x = self.input_norm(x, training=training, mask=mask)
-        assignment = self.cluster(x, mask=mask, training=training)
-        pooled = [ops.normalize(pool(assignment, mask))
-                  for pool in self._pools]
+        return self.cluster(x, mask=mask, training=training)
+
+    def pool_frames(self, features, mask=None, training=None):
+        """Pool assignments [N, T, K] over real frames, then the hidden layer."""
+        if mask is None:
+            mask = ops.ones(ops.shape(features)[:2], dtype="bool")
+        pooled = [ops.normalize(pool(features, mask)) for pool in self._pools]
         return self.hidden(ops.concatenate(pooled, axis=-1), training=training)
+
+    def call(self, frames, mask=None, training=None):
+        return self.pool_frames(
+            self.frame_features(frames, mask, training=training), mask,
+            training=training)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.hidden_size)

@@ -52,11 +52,20 @@ class MixtureGate(keras.layers.Layer):
         self.norm.build(shape)
         self.dense.build(shape)
 
-    def call(self, frames, mask=None, training=None):
+    def frame_features(self, frames, mask=None, training=None):
+        """Nothing is per frame: the frames themselves."""
+        return frames
+
+    def pool_frames(self, features, mask=None, training=None):
+        """Mean of real frames [N, T, D] -> BN -> FC -> softmax: [N, N_experts]."""
         if mask is None:
-            mask = ops.ones(ops.shape(frames)[:2], dtype="bool")
-        mean = masked_pooling.masked_mean(frames, mask)
+            mask = ops.ones(ops.shape(features)[:2], dtype="bool")
+        mean = masked_pooling.masked_mean(features, mask)
         return self.dense(self.norm(mean, training=training))
+
+    def call(self, frames, mask=None, training=None):
+        return self.pool_frames(self.frame_features(frames, mask), mask,
+                                training=training)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_experts)
