@@ -4,7 +4,6 @@ A killed job leaves either the old file or the new one, never half of one.
 """
 
 import contextlib
-import os
 
 import tensorflow as tf
 

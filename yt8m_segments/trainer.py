@@ -28,7 +28,6 @@ import tensorflow as tf
 from absl import logging
 
 from yt8m_segments import distribution
-from yt8m_segments import run_artifacts
 
 CHECKPOINT_DIR = "checkpoints"
 SUMMARY_DIR = "summaries"

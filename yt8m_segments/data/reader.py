@@ -12,7 +12,6 @@ import gzip
 import re
 import struct
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 

@@ -4,10 +4,11 @@ import keras
 from keras import ops
 
 from yt8m_segments.layers import masked_pooling
+from yt8m_segments.layers.frame_aggregator import FrameAggregator
 
 
 @keras.saving.register_keras_serializable(package="yt8m_segments")
-class DBoF(keras.layers.Layer):
+class DBoF(FrameAggregator):
     """Project frames onto clusters, pool over real frames, then a hidden layer.
 
     frames -> [BN] -> x W_cluster -> BN -> relu6 -> pool over frames
@@ -26,8 +27,6 @@ class DBoF(keras.layers.Layer):
         self.pooling = pooling
         self.add_batch_norm = add_batch_norm
         self._pool = masked_pooling.get(pooling)
-        # The frame mask is consumed here: the pooled output has no frame axis.
-        self.supports_masking = True
         self.input_norm = (keras.layers.BatchNormalization(name="input_bn")
                            if add_batch_norm else None)
         self.cluster = keras.layers.Dense(
@@ -74,16 +73,8 @@ class DBoF(keras.layers.Layer):
             x = self.hidden_norm(x, training=training)
         return ops.relu6(x)
 
-    def call(self, frames, mask=None, training=None):
-        return self.pool_frames(
-            self.frame_features(frames, mask, training=training), mask,
-            training=training)
-
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.hidden_size)
-
-    def compute_mask(self, frames, mask=None):
-        return None
 
     def get_config(self):
         return {

@@ -5,10 +5,11 @@ from keras import ops
 
 from yt8m_segments.layers import masked_pooling
 from yt8m_segments.layers.dense_batch_norm import DenseBatchNorm
+from yt8m_segments.layers.frame_aggregator import FrameAggregator
 
 
 @keras.saving.register_keras_serializable(package="yt8m_segments")
-class GatedDBoF(keras.layers.Layer):
+class GatedDBoF(FrameAggregator):
     """Soft cluster assignment, sum pooling gated by the max-pooled clusters.
 
     Reading of WILLOW's `GatedDBoF.forward`:
@@ -35,7 +36,6 @@ class GatedDBoF(keras.layers.Layer):
         self.hidden_size = hidden_size
         self.gate_bottleneck = gate_bottleneck
         self.add_batch_norm = add_batch_norm
-        self.supports_masking = True
         self.input_norm = (keras.layers.BatchNormalization(name="input_bn")
                            if add_batch_norm else None)
         self.cluster = DenseBatchNorm(cluster_size, "softmax", add_batch_norm,
@@ -75,16 +75,8 @@ class GatedDBoF(keras.layers.Layer):
         gates = self.gate(self.gate_reduce(peak), training=training)
         return self.hidden(ops.normalize(gates * total), training=training)
 
-    def call(self, frames, mask=None, training=None):
-        return self.pool_frames(
-            self.frame_features(frames, mask, training=training), mask,
-            training=training)
-
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.hidden_size)
-
-    def compute_mask(self, frames, mask=None):
-        return None
 
     def get_config(self):
         return {

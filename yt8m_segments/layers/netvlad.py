@@ -23,6 +23,8 @@ LightNetVLAD, EarlyNetVLAD and non-local NetVLAD (from Tang et al. 2018,
 import keras
 from keras import ops
 
+from yt8m_segments.layers.frame_aggregator import FrameAggregator
+
 
 def l2_normalize(x, axis=-1, epsilon=1e-12):
     """x / ||x|| along `axis`; zero vectors stay zero with finite gradients."""
@@ -37,7 +39,7 @@ def frame_mask(frames, mask):
     return ops.cast(mask, "bool")
 
 
-class SoftAssignmentPooling(keras.layers.Layer):
+class SoftAssignmentPooling(FrameAggregator):
     """Shared front end of NetVLAD and NetFV: soft-assign real frames to K clusters.
 
     frames -> [BN] -> x W -> BN (or + bias) -> softmax over K. Batch norm runs
@@ -50,8 +52,6 @@ class SoftAssignmentPooling(keras.layers.Layer):
         super().__init__(**kwargs)
         self.cluster_size = cluster_size
         self.add_batch_norm = add_batch_norm
-        # The frame mask is consumed here: the output has no frame axis.
-        self.supports_masking = True
         self.input_norm = (keras.layers.BatchNormalization(name="input_bn")
                            if add_batch_norm else None)
         self.assignment = keras.layers.Dense(
@@ -107,14 +107,6 @@ class SoftAssignmentPooling(keras.layers.Layer):
     def pool_assigned(self, x, a):
         """Frames [N, T, D] and assignments [N, T, K] (0 on padding) -> [N, H]."""
         raise NotImplementedError
-
-    def call(self, frames, mask=None, training=None):
-        return self.pool_frames(
-            self.frame_features(frames, mask, training=training), mask,
-            training=training)
-
-    def compute_mask(self, frames, mask=None):
-        return None
 
     def get_config(self):
         return {**super().get_config(), "cluster_size": self.cluster_size,

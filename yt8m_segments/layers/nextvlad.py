@@ -3,11 +3,12 @@
 import keras
 from keras import ops
 
+from yt8m_segments.layers.frame_aggregator import FrameAggregator
 from yt8m_segments.layers.netvlad import frame_mask, l2_normalize
 
 
 @keras.saving.register_keras_serializable(package="yt8m_segments")
-class NeXtVLAD(keras.layers.Layer):
+class NeXtVLAD(FrameAggregator):
     """NetVLAD over G low-dimensional groups of an expanded frame, with attention.
 
     Each frame x [D] is expanded to x' = W_e x + b [lambda*D] and split into G
@@ -31,7 +32,6 @@ class NeXtVLAD(keras.layers.Layer):
         self.cluster_size = cluster_size
         self.groups = groups
         self.expansion = expansion
-        self.supports_masking = True
         self.attention = keras.layers.Dense(
             groups, activation="sigmoid", name="attention")
         self.assignment = keras.layers.Dense(
@@ -104,17 +104,9 @@ class NeXtVLAD(keras.layers.Layer):
         return ops.copy(self.output_norm(vlad, training=training,
                                          mask=ops.any(mask, axis=1)))
 
-    def call(self, frames, mask=None, training=None):
-        return self.pool_frames(
-            self.frame_features(frames, mask, training=training), mask,
-            training=training)
-
     def compute_output_shape(self, input_shape):
         group_size = self.expansion * input_shape[-1] // self.groups
         return (input_shape[0], self.cluster_size * group_size)
-
-    def compute_mask(self, frames, mask=None):
-        return None
 
     def get_config(self):
         return {**super().get_config(), "cluster_size": self.cluster_size,

@@ -3,10 +3,11 @@
 import keras
 
 from yt8m_segments.layers import masked_pooling
+from yt8m_segments.layers.frame_aggregator import FrameAggregator
 
 
 @keras.saving.register_keras_serializable(package="yt8m_segments")
-class FramePooling(keras.layers.Layer):
+class FramePooling(FrameAggregator):
     """Pool frames over time, skipping padded frames.
 
     The average of a whole video's frames stands in for the video-level
@@ -20,7 +21,6 @@ class FramePooling(keras.layers.Layer):
         super().__init__(**kwargs)
         self.method = method
         self._pool = masked_pooling.get(method)
-        self.supports_masking = True
 
     def frame_features(self, frames, mask=None, training=None):
         """Nothing is per frame: the frames themselves."""
@@ -31,14 +31,8 @@ class FramePooling(keras.layers.Layer):
             mask = keras.ops.ones(keras.ops.shape(features)[:2], dtype="bool")
         return self._pool(features, mask)
 
-    def call(self, frames, mask=None):
-        return self.pool_frames(self.frame_features(frames, mask), mask)
-
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])
-
-    def compute_mask(self, frames, mask=None):
-        return None
 
     def get_config(self):
         return {**super().get_config(), "method": self.method}

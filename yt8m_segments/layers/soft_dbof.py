@@ -5,13 +5,14 @@ from keras import ops
 
 from yt8m_segments.layers import masked_pooling
 from yt8m_segments.layers.dense_batch_norm import DenseBatchNorm
+from yt8m_segments.layers.frame_aggregator import FrameAggregator
 
 POOLINGS = {"average": ("average",), "max": ("max",),
             "both": ("average", "max")}
 
 
 @keras.saving.register_keras_serializable(package="yt8m_segments")
-class SoftDBoF(keras.layers.Layer):
+class SoftDBoF(FrameAggregator):
     """DBoF with a softmax (soft) assignment of each frame over the clusters.
 
     Reading of WILLOW's `SoftDBoF.forward`:
@@ -39,7 +40,6 @@ class SoftDBoF(keras.layers.Layer):
         self.pooling = pooling
         self.add_batch_norm = add_batch_norm
         self._pools = [masked_pooling.get(name) for name in POOLINGS[pooling]]
-        self.supports_masking = True
         self.input_norm = (keras.layers.BatchNormalization(name="input_bn")
                            if add_batch_norm else None)
         self.cluster = DenseBatchNorm(cluster_size, "softmax", add_batch_norm,
@@ -71,16 +71,8 @@ class SoftDBoF(keras.layers.Layer):
         pooled = [ops.normalize(pool(features, mask)) for pool in self._pools]
         return self.hidden(ops.concatenate(pooled, axis=-1), training=training)
 
-    def call(self, frames, mask=None, training=None):
-        return self.pool_frames(
-            self.frame_features(frames, mask, training=training), mask,
-            training=training)
-
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.hidden_size)
-
-    def compute_mask(self, frames, mask=None):
-        return None
 
     def get_config(self):
         return {
