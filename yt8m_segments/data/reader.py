@@ -83,61 +83,56 @@ def _open(path, compression):
     return gzip.GzipFile(fileobj=handle) if compression == "GZIP" else handle
 
 
-def scan_file(path, compression="auto"):
-    """Walk a TFRecord file's framing and checksums.
+def walk_records(path, compression="auto"):
+    """Yields (record index, bytes, None) per good record of a TFRecord file,
+    (record index, None, problem) per bad one.
 
-    Returns (number of good records, [(record index, problem)]). A data
-    checksum mismatch loses only that record; a bad length or a truncated
-    file loses the rest of the file, which is reported as one problem.
+    A data checksum mismatch loses only that record; a bad length or a
+    truncated file ends the walk, since the rest cannot be framed.
     """
     compression = compression_of(path, compression)
-    good, problems = 0, []
     with _open(path, compression) as handle:
         index = 0
         while True:
             header = handle.read(12)
             if not header:
-                break
+                return
             if len(header) < 12:
-                problems.append((index, "truncated file (partial header)"))
-                break
+                yield index, None, "truncated file (partial header)"
+                return
+            if _masked_crc(header[:8]) != struct.unpack("<I", header[8:])[0]:
+                yield index, None, ("length checksum mismatch; the rest of "
+                                    "the file cannot be framed")
+                return
             (length,) = struct.unpack("<Q", header[:8])
-            (length_crc,) = struct.unpack("<I", header[8:])
-            if _masked_crc(header[:8]) != length_crc:
-                problems.append((index, "length checksum mismatch; the rest "
-                                 "of the file cannot be framed"))
-                break
             data = handle.read(length)
             footer = handle.read(4)
             if len(data) < length or len(footer) < 4:
-                problems.append((index, "truncated file (partial record)"))
-                break
+                yield index, None, "truncated file (partial record)"
+                return
             if _masked_crc(data) != struct.unpack("<I", footer)[0]:
-                problems.append((index, "data checksum mismatch"))
+                yield index, None, "data checksum mismatch"
             else:
-                good += 1
+                yield index, data, None
             index += 1
+
+
+def scan_file(path, compression="auto"):
+    """(number of good records, [(record index, problem)]) of a file."""
+    good, problems = 0, []
+    for index, _, problem in walk_records(path, compression):
+        if problem:
+            problems.append((index, problem))
+        else:
+            good += 1
     return good, problems
 
 
 def good_records(path, compression="auto"):
     """Yields (record index, bytes) for every record whose checksums verify."""
-    compression = compression_of(path, compression)
-    with _open(path, compression) as handle:
-        index = 0
-        while True:
-            header = handle.read(12)
-            if len(header) < 12 or _masked_crc(header[:8]) != struct.unpack(
-                    "<I", header[8:])[0]:
-                return
-            (length,) = struct.unpack("<Q", header[:8])
-            data = handle.read(length)
-            footer = handle.read(4)
-            if len(data) < length or len(footer) < 4:
-                return
-            if _masked_crc(data) == struct.unpack("<I", footer)[0]:
-                yield index, data
-            index += 1
+    for index, data, problem in walk_records(path, compression):
+        if problem is None:
+            yield index, data
 
 
 def describe_corruption(files, compression="auto"):
