@@ -42,8 +42,7 @@ import tensorflow as tf
 
 from yt8m_segments import flag_defs  # noqa: F401  (defines --train_dir)
 from yt8m_segments import run_artifacts
-
-CHECKPOINT_DIR = "checkpoints"
+from yt8m_segments.trainer import CHECKPOINT_DIR
 CHECKPOINT_PATTERN = re.compile(r"^ckpt-(\d+)\.weights\.h5$")
 BATCH_NORM_STATS = ("average", "last")
 
