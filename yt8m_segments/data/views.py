@@ -32,7 +32,9 @@ def _serialized(files, batch_size, shuffle, seed, repeat, compression,
     if repeat:
         dataset = dataset.repeat()
     if shuffle:
-        dataset = dataset.shuffle(max(16 * batch_size, 256), seed=seed)
+        # Whole serialized videos (~270 KB each at real lengths): keep the
+        # buffer to a few batches; files are shuffled and interleaved too.
+        dataset = dataset.shuffle(max(4 * batch_size, 256), seed=seed)
     return dataset.batch(batch_size)
 
 
