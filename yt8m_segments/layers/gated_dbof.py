@@ -5,11 +5,11 @@ from keras import ops
 
 from yt8m_segments.layers import masked_pooling
 from yt8m_segments.layers.dense_batch_norm import DenseBatchNorm
-from yt8m_segments.layers.frame_aggregator import FrameAggregator
+from yt8m_segments.layers.soft_cluster_aggregator import SoftClusterAggregator
 
 
 @keras.saving.register_keras_serializable(package="yt8m_segments")
-class GatedDBoF(FrameAggregator):
+class GatedDBoF(SoftClusterAggregator):
     """Soft cluster assignment, sum pooling gated by the max-pooled clusters.
 
     Reading of WILLOW's `GatedDBoF.forward`:
@@ -31,40 +31,19 @@ class GatedDBoF(FrameAggregator):
 
     def __init__(self, cluster_size=4096, hidden_size=1024,
                  gate_bottleneck=1024, add_batch_norm=True, **kwargs):
-        super().__init__(**kwargs)
-        self.cluster_size = cluster_size
-        self.hidden_size = hidden_size
+        super().__init__(cluster_size, hidden_size, add_batch_norm, **kwargs)
         self.gate_bottleneck = gate_bottleneck
-        self.add_batch_norm = add_batch_norm
-        self.input_norm = (keras.layers.BatchNormalization(name="input_bn")
-                           if add_batch_norm else None)
-        self.cluster = DenseBatchNorm(cluster_size, "softmax", add_batch_norm,
-                                      name="cluster")
         self.gate_reduce = keras.layers.Dense(gate_bottleneck, use_bias=False,
                                               name="gate_reduce")
         self.gate = DenseBatchNorm(cluster_size, "sigmoid", add_batch_norm,
                                    name="gate")
-        self.hidden = DenseBatchNorm(hidden_size, "relu6", add_batch_norm,
-                                     name="hidden")
 
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
+        super().build(input_shape)
         batch = input_shape[0]
-        if self.add_batch_norm:
-            self.input_norm.build(input_shape)
-        self.cluster.build(input_shape)
         self.gate_reduce.build((batch, self.cluster_size))
         self.gate.build((batch, self.gate_bottleneck))
         self.hidden.build((batch, self.cluster_size))
-
-    def frame_features(self, frames, mask=None, training=None):
-        """Per-frame part: soft assignments softmax(BN(BN(frames) W_c)) [B, T, K]."""
-        if mask is None:
-            mask = ops.ones(ops.shape(frames)[:2], dtype="bool")
-        x = frames
-        if self.add_batch_norm:
-            x = self.input_norm(x, training=training, mask=mask)
-        return self.cluster(x, mask=mask, training=training)
 
     def pool_frames(self, features, mask=None, training=None):
         """Gated mean of assignments [N, T, K] over real frames, hidden layer."""
@@ -75,14 +54,6 @@ class GatedDBoF(FrameAggregator):
         gates = self.gate(self.gate_reduce(peak), training=training)
         return self.hidden(ops.normalize(gates * total), training=training)
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.hidden_size)
-
     def get_config(self):
-        return {
-            **super().get_config(),
-            "cluster_size": self.cluster_size,
-            "hidden_size": self.hidden_size,
-            "gate_bottleneck": self.gate_bottleneck,
-            "add_batch_norm": self.add_batch_norm,
-        }
+        return {**super().get_config(),
+                "gate_bottleneck": self.gate_bottleneck}
