@@ -50,24 +50,13 @@ flags.DEFINE_string("per_class_file", None,
                     "Optional CSV class,ap,num_positives to write.")
 
 
-def define_cache_flags(flag_values=FLAGS):
-    """The cache-mode flags, defined when eval runs as the main program.
-
-    Not at import: inference defines its own --cache_dir (where it writes),
-    and both modules are imported together by tests and other tools.
-    """
-    def define(kind, name, default, help_text):
-        if name not in flag_values:
-            getattr(flags, f"DEFINE_{kind}")(name, default, help_text,
-                                             flag_values=flag_values)
-    define("string", "cache_dir", None,
-           "Probability cache whose segment probabilities to score.")
-    define("string", "video_cache", None,
-           "Probability cache whose video probabilities to score by GAP@--gap_k "
-           "against the video labels of --eval_data_pattern.")
-    define("integer", "gap_k", 20, "k of GAP@k (the 2018 challenge: 20).")
-    define("string", "report_file", None,
-           "PNG report of a cache's evaluation (needs matplotlib).")
+flags.DEFINE_string("video_cache", None,
+                    "Probability cache whose video probabilities to score by "
+                    "GAP@--gap_k against the video labels of "
+                    "--eval_data_pattern.")
+flags.DEFINE_integer("gap_k", 20, "k of GAP@k (the 2018 challenge: 20).")
+flags.DEFINE_string("report_file", None,
+                    "PNG report of a cache's evaluation (needs matplotlib).")
 
 
 VIDEO_TOPK_VALUES = (1, 2, 5, 10, 20, 50)
@@ -313,7 +302,6 @@ def main(argv):
 
 
 def run():
-    define_cache_flags()
     app.run(main)
 
 

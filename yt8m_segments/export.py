@@ -41,18 +41,13 @@ from absl import logging
 
 import tensorflow as tf
 
-from yt8m_segments import flag_defs  # noqa: F401  (train_dir, segment_labels_file)
+from yt8m_segments import flag_defs  # noqa: F401  (train_dir, video_train_dir, ...)
 from yt8m_segments import run_artifacts
 from yt8m_segments.data import parsing
 from yt8m_segments.data import views
 
 FLAGS = flags.FLAGS
 
-if "video_train_dir" not in FLAGS:  # flag_defs may define it (inference)
-    flags.DEFINE_string("video_train_dir", None,
-                        "Optional run of a video-level model (over the whole "
-                        "vocabulary) whose probabilities are served beside the "
-                        "segment probabilities.")
 flags.DEFINE_string("export_dir", None,
                     "Model base path: the SavedModel goes to <export_dir>/<version>.")
 flags.DEFINE_integer("export_version", None,

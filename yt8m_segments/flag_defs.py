@@ -73,6 +73,12 @@ def input_options():
     return {"compression": FLAGS.compression,
             "skip_corrupt_records": FLAGS.skip_corrupt_records}
 
+flags.DEFINE_string("cache_dir", None,
+                    "A probability cache directory (yt8m_segments/cache.py): "
+                    "inference.py writes it (parts in <dir>/parts make a "
+                    "rerun resume; with --merge_caches, the merged cache), "
+                    "eval.py scores its segment probabilities.")
+
 # Video-level refinement (inference.py, and eval/export that read caches).
 flags.DEFINE_string("video_train_dir", None,
                     "Training run over the whole vocabulary (the pretrained "

@@ -59,10 +59,6 @@ from yt8m_segments.data import views
 
 flags.DEFINE_string("input_data_pattern", None, "Glob of test records.")
 flags.DEFINE_string("output_file", None, "Where to write the submission CSV.")
-flags.DEFINE_string("cache_dir", None,
-                    "Write the probability cache here (parts in <dir>/parts "
-                    "make a rerun resume); with --merge_caches, the merged "
-                    "cache.")
 flags.DEFINE_integer("num_shards", 1, "Split the input files into this many "
                      "shards (file i goes to shard i % num_shards).")
 flags.DEFINE_integer("shard_index", 0, "The shard this job processes.")
