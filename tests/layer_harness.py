@@ -45,3 +45,15 @@ def run_layer_test(layer_cls, init_kwargs, input_data, expected_output_shape,
     for a, b in zip(model.get_weights(), reloaded.get_weights()):
         np.testing.assert_array_equal(a, b)
     return layer, output
+
+
+def assert_padding_changes_nothing(layer, frames, mask, fill=100.0):
+    """Padded frames set to `fill` change no output, in inference and in
+    training (so they stay out of batch statistics too)."""
+    noisy = frames.copy()
+    noisy[~mask] = fill
+    for training in (False, True):
+        np.testing.assert_allclose(
+            layer(frames, mask=mask, training=training).numpy(),
+            layer(noisy, mask=mask, training=training).numpy(),
+            rtol=1e-5, atol=1e-5)
