@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import frames_with_values
+from yt8m_segments.data import parsing
 from yt8m_segments.data import reader
 from yt8m_segments.data import records
 from yt8m_segments.data import views
@@ -115,3 +116,47 @@ def test_record_dataset_shards_by_file(two_videos):
             == tf.data.experimental.AutoShardPolicy.FILE)
     assert len(list(dataset)) == 2
     assert records.FRAMES_PER_SEGMENT == 5
+
+
+def test_batched_record_dataset_numbers_records_within_each_file(write_videos):
+    paths = [write_videos([dict(video_id=f"{name}{i:03d}", labels=[],
+                                features=frames_with_values(2))
+                           for i in range(5)], name=name)
+             for name in ("a", "b")]
+    batches = list(reader.record_dataset(paths, batch_size=2))
+    assert [len(b[2]) for b in batches if b[0][0] == paths[0].encode()] \
+        == [2, 2, 1]
+    seen = sorted((f.decode(), int(i)) for b in batches
+                  for f, i in zip(b[0].numpy(), b[1].numpy()))
+    assert seen == sorted((p, i) for p in paths for i in range(5))
+
+
+@pytest.mark.parametrize("make", [
+    lambda path, **kw: views.test_segment_dataset(path, SPEC, 4,
+                                                  context_frames=3, **kw),
+    lambda path, **kw: views.test_segment_dataset(path, SPEC, 2, per_video=True,
+                                                  context_frames=1, **kw),
+    lambda path, **kw: views.rated_segment_dataset(path, SPEC, [1, 2], 4,
+                                                   vocabulary_size=5, **kw),
+    lambda path, **kw: views.video_dataset(path, SPEC, 5, 10, 2, **kw),
+], ids=["test", "per_video", "rated", "video"])
+def test_quantized_views_dequantize_to_the_float_views(two_videos, make):
+    for quantized, floats in zip(make(two_videos, quantized=True),
+                                 make(two_videos)):
+        assert quantized["frames"].dtype == np.uint8
+        assert floats["frames"].dtype == np.float32
+        np.testing.assert_array_equal(
+            parsing.model_inputs(quantized)["frames"].numpy(),
+            floats["frames"].numpy())
+        np.testing.assert_array_equal(quantized["mask"].numpy(),
+                                      floats["mask"].numpy())
+
+
+def test_any_per_record_matches_a_loop():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 4, 50)
+    flags = rng.random(lengths.sum()) < 0.1
+    splits = np.concatenate([[0], np.cumsum(lengths)])
+    expected = [flags[a:b].any() for a, b in zip(splits[:-1], splits[1:])]
+    np.testing.assert_array_equal(
+        parsing.any_per_record(flags, splits).numpy(), expected)

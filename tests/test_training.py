@@ -180,6 +180,13 @@ def test_finetune_with_each_extra_loss(data, tmp_path):
                 f"--train_data_pattern={data}/validate-*.tfrecord"]
     run([*finetune, "--segment_loss=seventh_place",
          f"--train_dir={tmp_path}/seventh"])
+    # From the rated-segment cache: built once, then reused.
+    cached = [*finetune, f"--segment_cache_dir={tmp_path}/segments",
+              f"--train_dir={tmp_path}/cached"]
+    assert "building segment cache" in run(cached)
+    log = run([*cached, "--start_new_model"])
+    assert "is current" in log and "building" not in log
+    assert (tmp_path / "cached" / "model.keras").exists()
     run([*finetune, f"--mean_teacher_data_pattern={data}/test-*.tfrecord",
          "--context_frames=2", "--checkpoint_every_steps=1",
          f"--train_dir={tmp_path}/mean_teacher"])

@@ -100,7 +100,7 @@ def evaluate_model(eval_data_pattern, train_dir, k, batch_size=64,
         eval_data_pattern, run.feature_spec, class_ids, batch_size,
         vocabulary_size=num_classes, files=files,
         context_frames=run.context_frames(context_frames),
-        **(input_options or {}))
+        quantized=True, **(input_options or {}))
     return validation.rated_segment_map(run.model, dataset, files, class_ids,
                                         run.columns_for(class_ids), k)
 
@@ -124,8 +124,9 @@ def read_record_labels(files, compression="auto", batch_size=256):
                                                     context_features=context)
         return parsed
 
-    dataset = reader.record_dataset(files, compression=compression).batch(
-        batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = reader.record_dataset(
+        files, compression=compression, batch_size=batch_size).map(
+            parse, num_parallel_calls=tf.data.AUTOTUNE)
     video_labels, ground_truth = {}, {}
     for batch in reader.iterate(dataset, files, compression):
         ids = batch["id"].numpy().astype(str)

@@ -108,7 +108,6 @@ class ServingModule(tf.Module):
             tf.fill([num_records], "request"),
             tf.range(num_records, dtype=tf.int64), examples,
             self._feature_spec)
-        frames = parsed["frames"]
         num_frames = parsed["num_frames"]
         # Every window from frame 0 (as views.test_segment_dataset).
         num_windows = (num_frames + SEGMENT_FRAMES - 1) // SEGMENT_FRAMES
@@ -118,9 +117,9 @@ class ServingModule(tf.Module):
                   - tf.gather(first_window, rows)) * SEGMENT_FRAMES
         index, mask = views.window_indices(num_frames, rows, starts,
                                            self._context_frames)
-        raw = tf.gather(frames.flat_values,
-                        tf.gather(frames.row_splits, rows)[:, None]
-                        + tf.cast(index, frames.row_splits.dtype))
+        raw = parsing.gather_frames(
+            parsed, tf.gather(parsed["row_splits"], rows)[:, None]
+            + tf.cast(index, tf.int64))
         windows = parsing.dequantize_masked(raw, mask)
         starts = tf.cast(starts, tf.int64)
         outputs = {
@@ -135,10 +134,10 @@ class ServingModule(tf.Module):
         }
         if self._video_model is not None:
             # Whole videos, as views.video_dataset reads them for pretraining.
-            length = tf.minimum(num_frames, self._max_frames)
-            dense = frames.to_tensor()[:, :self._max_frames]
-            video_mask = tf.sequence_mask(length, tf.shape(dense)[1])
-            video_frames = parsing.dequantize_masked(dense, video_mask)
+            flat_index, video_mask = parsing.dense_frame_index(
+                parsed, self._max_frames)
+            video_frames = parsing.dequantize_masked(
+                parsing.gather_frames(parsed, flat_index), video_mask)
             video = self._video_model({"frames": video_frames,
                                        "mask": video_mask}, training=False)
             outputs["video_probabilities"] = tf.gather(

@@ -262,18 +262,19 @@ def build_cache(cache_dir, run, class_ids, files, batch_size, context_frames=0,
             dataset = views.test_segment_dataset(
                 path, run.feature_spec, videos_per_batch(batch_size),
                 context_frames=context_frames, per_video=True, files=[path],
-                **input_options)
+                quantized=True, **input_options)
         else:
             dataset = views.test_segment_dataset(
                 path, run.feature_spec, batch_size,
-                context_frames=context_frames, files=[path], **input_options)
+                context_frames=context_frames, files=[path], quantized=True,
+                **input_options)
         segment_ids, segment_probs, _ = segments.predict(
             dataset, [path], on_batch=progress.batch, allow_empty=True)
         video_ids = video_probs = None
         if videos is not None:
             dataset = views.video_dataset(
                 path, video_run.feature_spec, num_classes, video_max_frames,
-                batch_size, files=[path], **input_options)
+                batch_size, files=[path], quantized=True, **input_options)
             video_ids, video_probs, _ = videos.predict(dataset, [path],
                                                        allow_empty=True)
         save_part(part_path(cache_dir, path), meta, segment_ids, segment_probs,

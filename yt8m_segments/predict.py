@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from yt8m_segments.data import parsing
 from yt8m_segments.data import reader
 
 
@@ -32,7 +33,8 @@ class Predictor:
 
     def _forward_batch(self, batch):
         """(probabilities [N, C] float16, ids [N]) of one batch."""
-        return (self._forward(batch["frames"], batch["mask"]),
+        inputs = parsing.model_inputs(batch)
+        return (self._forward(inputs["frames"], inputs["mask"]),
                 batch[self.id_key])
 
     def predict(self, dataset, files, extra_keys=(), on_batch=None,
@@ -93,8 +95,9 @@ class WindowedPredictor(Predictor):
         self._windowed_forward = forward
 
     def _forward_batch(self, batch):
+        inputs = parsing.model_inputs(batch)
         probabilities = self._windowed_forward(
-            batch["frames"], batch["mask"], batch["window_index"],
+            inputs["frames"], inputs["mask"], batch["window_index"],
             batch["window_mask"], batch["segment_mask"])
         ids = tf.boolean_mask(batch["segment_id"], batch["segment_mask"])
         return probabilities, ids

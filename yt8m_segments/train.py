@@ -27,6 +27,8 @@ from yt8m_segments import soft_targets
 from yt8m_segments import trainer as trainer_lib
 from yt8m_segments import validation
 from yt8m_segments.data import classes
+from yt8m_segments.data import parsing
+from yt8m_segments.data import segment_cache
 from yt8m_segments.data import views
 from yt8m_segments.models import mixture
 from yt8m_segments.models import registry
@@ -80,6 +82,12 @@ flags.DEFINE_string("teacher_cache_dir", None,
                     "targets.")
 flags.DEFINE_float("teacher_weight", 1.0, "Weight of the soft-target term.")
 flags.DEFINE_float("teacher_temperature", 1.0, "Soft-target temperature.")
+flags.DEFINE_string("segment_cache_dir", None,
+                    "Fine-tuning: extract the rated segments of "
+                    "--train_data_pattern once into this local directory "
+                    "(yt8m_segments/data/segment_cache.py; rebuilt when the "
+                    "files or the options change) and train from it, without "
+                    "parsing every video each epoch.")
 flags.DEFINE_string("mean_teacher_data_pattern", None,
                     "Fine-tuning: unlabeled records (e.g. the test set) for "
                     "the 4th-place mean-teacher term: MSE between the student "
@@ -201,7 +209,7 @@ def _forward_and_loss(model, config, stage, teacher=None):
                 batch["teacher_probs"], probabilities_of(outputs),
                 FLAGS.teacher_temperature, mask=batch["teacher_found"])
         if teacher is not None:
-            unlabeled = batch["unlabeled"]
+            unlabeled = parsing.model_inputs(batch["unlabeled"])
             student = model({"frames": mean_teacher.time_flip(
                 unlabeled["frames"], unlabeled["mask"]),
                 "mask": unlabeled["mask"]}, training=True)
@@ -217,7 +225,7 @@ def _validation(model, class_ids, columns, feature_spec, files):
     dataset = views.rated_segment_dataset(
         None, feature_spec, class_ids, FLAGS.batch_size,
         vocabulary_size=FLAGS.num_classes, context_frames=FLAGS.context_frames,
-        files=files, **flag_defs.input_options())
+        files=files, quantized=True, **flag_defs.input_options())
     return lambda: validation.rated_segment_map(
         model, dataset, files, class_ids, columns, FLAGS.segment_max_pred)
 
@@ -271,6 +279,17 @@ def main(argv):
             raise app.UsageError("--teacher_cache_dir is for --stage=finetune")
         teacher_lookup = soft_targets.TeacherLookup.from_cache_dir(
             FLAGS.teacher_cache_dir, class_ids)
+    if FLAGS.segment_cache_dir:
+        if FLAGS.stage != "finetune":
+            raise app.UsageError("--segment_cache_dir is for --stage=finetune")
+        if FLAGS.strategy == "multi_worker":
+            raise app.UsageError("--segment_cache_dir is local to one machine: "
+                                 "not with --strategy=multi_worker")
+        segment_cache.ensure(
+            FLAGS.segment_cache_dir, files, feature_spec, class_ids,
+            context_frames=FLAGS.context_frames,
+            negative_weight=FLAGS.negative_weight,
+            vocabulary_size=FLAGS.num_classes, **flag_defs.input_options())
     teacher = unlabeled_files = None
     if FLAGS.mean_teacher_data_pattern:
         if FLAGS.stage != "finetune":
@@ -289,7 +308,7 @@ def main(argv):
             unlabeled = views.test_segment_dataset(
                 None, feature_spec, global_batch_size,
                 context_frames=FLAGS.context_frames, files=unlabeled_files,
-                **flag_defs.input_options()).repeat()
+                quantized=True, **flag_defs.input_options()).repeat()
             dataset = tf.data.Dataset.zip((dataset, unlabeled)).map(
                 lambda batch, extra: {**batch, "unlabeled": {
                     "frames": extra["frames"], "mask": extra["mask"]}})
@@ -302,13 +321,17 @@ def main(argv):
                 global_batch_size, shuffle=True, seed=seed,
                 num_sample_frames=FLAGS.num_sample_frames,
                 sample_random_frames=FLAGS.sample_random_frames, files=files,
-                **flag_defs.input_options())
+                quantized=True, **flag_defs.input_options())
+        if FLAGS.segment_cache_dir:
+            return segment_cache.dataset(FLAGS.segment_cache_dir,
+                                         global_batch_size, shuffle=True,
+                                         seed=seed)
         return views.rated_segment_dataset(
             None, feature_spec, class_ids, global_batch_size,
             negative_weight=FLAGS.negative_weight,
             vocabulary_size=FLAGS.num_classes, shuffle=True, seed=seed,
             context_frames=FLAGS.context_frames, files=files,
-            **flag_defs.input_options())
+            quantized=True, **flag_defs.input_options())
 
     def save(directory):
         run_artifacts.save_run(

@@ -28,6 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from yt8m_segments import distribution
+from yt8m_segments.data import parsing
 
 CHECKPOINT_DIR = "checkpoints"
 SUMMARY_DIR = "summaries"
@@ -130,8 +131,7 @@ class Trainer:
 
         def step_fn(batch):
             with tf.GradientTape() as tape:
-                outputs = forward({"frames": batch["frames"],
-                                   "mask": batch["mask"]}, training=True)
+                outputs = forward(parsing.model_inputs(batch), training=True)
                 per_example = self.loss_fn(batch, outputs)
                 loss = tf.nn.compute_average_loss(
                     per_example, global_batch_size=global_batch_size)

@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_segments import metrics
+from yt8m_segments.data import parsing
 from yt8m_segments.data import reader
 
 
@@ -33,7 +34,8 @@ def rated_segment_map(model, dataset, files, class_ids, columns, k):
 
     ids, scores, labels, rated = [], [], [], []
     for batch in reader.iterate(dataset, files):
-        scores.append(forward(batch["frames"], batch["mask"]).numpy())
+        inputs = parsing.model_inputs(batch)
+        scores.append(forward(inputs["frames"], inputs["mask"]).numpy())
         ids.append(batch["segment_id"].numpy())
         labels.append(batch["labels"].numpy())
         rated.append(batch["rated"].numpy())

@@ -33,22 +33,28 @@ def assert_records(problems, files, indices, ids):
         summarize=10)
 
 
-def any_per_record(flags, row_ids, num_records):
-    """[B] bool: whether any of the per-item `flags` of each record is set."""
-    return tf.math.unsorted_segment_max(
-        tf.cast(flags, tf.int32), tf.cast(row_ids, tf.int32), num_records) > 0
+def any_per_record(flags, row_splits):
+    """[B] bool: whether any of the flat per-item `flags` of each record is set.
+
+    Counts set flags with one cumsum and reads each record's count at its
+    row splits: a segment max over per-frame row ids costs several times more.
+    """
+    counts = tf.concat([[0], tf.cumsum(tf.cast(flags, tf.int32))], axis=0)
+    return tf.gather(counts, row_splits[1:]) > tf.gather(counts, row_splits[:-1])
 
 
 def parse_frame_batch(files, indices, serialized, feature_spec,
                       with_segments=False, num_classes=None):
-    """Decode [B] records into ragged tensors.
+    """Parse [B] records; frames stay serialized until a view picks them.
 
     Returns a dict: `file`, `record` (the inputs), `id` [B] string, `labels`
-    ragged int64 [B, None], `frames` ragged uint8 [B, None, D] (features
-    concatenated in `feature_spec` order, still quantized: views dequantize
-    only the frames they keep), `num_frames` int32 [B]; with
-    `with_segments` also ragged `segment_start_times`, `segment_labels`
-    (int64) and `segment_scores` (float32).
+    ragged int64 [B, None], `num_frames` int32 [B], `row_splits` int64
+    [B + 1] (video b's frames are flat frames row_splits[b]:row_splits[b+1])
+    and `frame_bytes`, one flat string tensor [sum(num_frames)] per feature
+    in `feature_spec` order (decode with `gather_frames`: views decode only
+    the frames they keep); with `with_segments` also ragged
+    `segment_start_times`, `segment_labels` (int64) and `segment_scores`
+    (float32).
 
     Fails, naming file and record, on: a missing feature list or zero frames,
     a frame of the wrong byte length, feature lists of different lengths, a
@@ -70,7 +76,6 @@ def parse_frame_batch(files, indices, serialized, feature_spec,
         sequence_features=sequence_features)
 
     ids = context["id"]
-    num_records = tf.shape(ids)[0]
     first = sequences[feature_spec.names[0]]
     num_frames = tf.cast(first.row_lengths(), tf.int32)
     problems = [
@@ -85,36 +90,60 @@ def parse_frame_batch(files, indices, serialized, feature_spec,
             f"feature list '{name}' is missing or has a different number of "
             f"frames than '{feature_spec.names[0]}'"))
         wrong_size = any_per_record(
-            tf.strings.length(ragged.flat_values) != size,
-            ragged.value_rowids(), num_records)
+            tf.strings.length(ragged.flat_values) != size, ragged.row_splits)
         problems.append((tf.logical_not(wrong_size),
                          f"a '{name}' frame is not {size} bytes"))
     labels = context["labels"]
     if num_classes is not None:
         outside = any_per_record(
             (labels.flat_values < 0) | (labels.flat_values >= num_classes),
-            labels.value_rowids(), num_records)
+            labels.row_splits)
         problems.append((tf.logical_not(outside),
                          f"label id outside the {num_classes}-class vocabulary"))
     if with_segments:
-        problems.extend(_segment_problems(context, num_frames, num_records))
+        problems.extend(_segment_problems(context, num_frames))
     checks = [assert_records(problems, files, indices, ids)]
 
     with tf.control_dependencies(checks):
-        raw = tf.concat([tf.io.decode_raw(sequences[name].flat_values, tf.uint8)
-                         for name in feature_spec.names], axis=1)
-        frames = tf.RaggedTensor.from_row_splits(raw, first.row_splits,
-                                                 validate=False)
         # Everything downstream waits for the checks, not only the frames.
+        frame_bytes = tuple(tf.identity(sequences[name].flat_values)
+                            for name in feature_spec.names)
         checked = {key: value.with_flat_values(tf.identity(value.flat_values))
                    for key, value in context.items()
                    if isinstance(value, tf.RaggedTensor)}
     parsed = {"file": files, "record": indices, "id": ids,
-              "labels": checked["labels"], "frames": frames,
+              "labels": checked["labels"], "frame_bytes": frame_bytes,
+              "row_splits": tf.cast(first.row_splits, tf.int64),
               "num_frames": num_frames}
     if with_segments:
         parsed.update({key: checked[key] for key in SEGMENT_CONTEXT})
     return parsed
+
+
+def gather_frames(parsed, flat_index):
+    """uint8 frames [..., D] at flat frame indices `flat_index` [...].
+
+    Gathers the serialized frames first and decodes only those: a rated
+    segment or a sampled frame needs a few frames of a long video.
+    """
+    return tf.concat([tf.io.decode_raw(tf.gather(values, flat_index), tf.uint8)
+                      for values in parsed["frame_bytes"]], axis=-1)
+
+
+def dense_frame_index(parsed, max_frames=None):
+    """[B, T] flat frame index of every video's frames and [B, T] mask.
+
+    T is the longest video (at most `max_frames`); positions past a video's
+    end repeat its last frame and are masked.
+    """
+    num_frames = parsed["num_frames"]
+    if max_frames is not None:
+        num_frames = tf.minimum(num_frames, max_frames)
+    positions = tf.range(tf.reduce_max(num_frames))[None, :]
+    mask = positions < num_frames[:, None]
+    local = tf.minimum(positions, num_frames[:, None] - 1)
+    first = parsed["row_splits"][:-1, None]
+    return first + tf.cast(local, first.dtype), mask
 
 
 def dequantize_masked(raw, mask):
@@ -123,7 +152,20 @@ def dequantize_masked(raw, mask):
     return frames * tf.cast(mask, tf.float32)[..., None]
 
 
-def _segment_problems(context, num_frames, num_records):
+def model_inputs(batch):
+    """{"frames", "mask"} of a view's batch, ready for a model.
+
+    Views yield quantized uint8 frames (a quarter of float32's bytes through
+    the input pipeline and onto the accelerator); they are dequantized here,
+    inside the model step, with padding zeroed. Float frames pass unchanged.
+    """
+    frames, mask = batch["frames"], batch["mask"]
+    if frames.dtype == tf.uint8:
+        frames = dequantize_masked(frames, mask)
+    return {"frames": frames, "mask": mask}
+
+
+def _segment_problems(context, num_frames):
     """Segment checks on flat values: ragged broadcasting is slow in tf.data."""
     starts = context["segment_start_times"]
     same_length = (
@@ -132,8 +174,8 @@ def _segment_problems(context, num_frames, num_records):
     rows = starts.value_rowids()
     length = tf.cast(tf.gather(num_frames, rows), tf.int64)
     outside = any_per_record(
-        (starts.flat_values < 0) | (starts.flat_values >= length), rows,
-        num_records)
+        (starts.flat_values < 0) | (starts.flat_values >= length),
+        starts.row_splits)
     inside = tf.logical_not(outside)
     return [(same_length, "segment_start_times, segment_labels and "
              "segment_scores have different lengths"),

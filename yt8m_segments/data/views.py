@@ -2,7 +2,12 @@
 
 Records are parsed in batches (`parsing.parse_frame_batch`); every view yields
 dicts of dense tensors with a boolean `mask` over frames, so padding never
-enters pooled outputs or batch statistics downstream.
+enters pooled outputs or batch statistics downstream. `frames` are float32,
+zero where masked; with `quantized=True` they stay uint8 (a quarter of the
+bytes through the pipeline and onto the accelerator, and no dequantizing on
+the input side's cores) and `parsing.model_inputs(batch)` dequantizes them
+inside the model step (train, inference and eval do). Quantized padding
+repeats a real frame until then: only the mask marks it.
 
 Windows: a segment starting at frame s covers frames [s, s + 5); with
 `context_frames=n` it also covers n frames before and after, [s - n, s + 5 + n),
@@ -27,14 +32,18 @@ list_files = reader.list_files
 def _serialized(files, batch_size, shuffle, seed, repeat, compression,
                 skip_corrupt_records):
     """Batches of (file, record, serialized), shuffled at record level."""
+    if not shuffle:
+        dataset = reader.record_dataset(files, False, None, compression,
+                                        skip_corrupt_records,
+                                        batch_size=batch_size)
+        return dataset.repeat() if repeat else dataset
     dataset = reader.record_dataset(files, shuffle, seed, compression,
                                     skip_corrupt_records)
     if repeat:
         dataset = dataset.repeat()
-    if shuffle:
-        # Whole serialized videos (~270 KB each at real lengths): keep the
-        # buffer to a few batches; files are shuffled and interleaved too.
-        dataset = dataset.shuffle(max(4 * batch_size, 256), seed=seed)
+    # Whole serialized videos (~130 KB each at real lengths): keep the buffer
+    # to a few batches; files are shuffled and interleaved too.
+    dataset = dataset.shuffle(max(4 * batch_size, 256), seed=seed)
     return dataset.batch(batch_size)
 
 
@@ -69,7 +78,7 @@ def _sample_indices(num_frames, num_samples, random_frames, seed):
 def video_dataset(pattern, feature_spec, num_classes, max_frames, batch_size,
                   shuffle=False, seed=None, repeat=False, num_sample_frames=None,
                   sample_random_frames=False, files=None, compression="auto",
-                  skip_corrupt_records=False):
+                  skip_corrupt_records=False, quantized=False):
     """Whole videos for pretraining on video-level labels.
 
     Yields `frames` [B, T, D] (T = longest video in the batch, at most
@@ -85,26 +94,27 @@ def video_dataset(pattern, feature_spec, num_classes, max_frames, batch_size,
         parsed = parsing.parse_frame_batch(batch_files, batch_records,
                                            serialized, feature_spec,
                                            num_classes=num_classes)
-        frames = parsed["frames"]
-        num_frames = tf.minimum(parsed["num_frames"], max_frames)
         if num_sample_frames:
+            num_frames = tf.minimum(parsed["num_frames"], max_frames)
             index, mask = _sample_indices(num_frames, num_sample_frames,
                                           sample_random_frames, seed)
-            flat = tf.gather(frames.row_splits, tf.range(tf.shape(index)[0]))
-            raw = tf.gather(frames.flat_values, flat[:, None] + tf.minimum(
-                index, num_frames[:, None] - 1))
+            flat_index = parsed["row_splits"][:-1, None] + tf.cast(
+                tf.minimum(index, num_frames[:, None] - 1), tf.int64)
         else:
-            raw = frames.to_tensor()[:, :max_frames]
-            mask = tf.sequence_mask(num_frames, tf.shape(raw)[1])
-        dense = parsing.dequantize_masked(raw, mask)
+            flat_index, mask = parsing.dense_frame_index(parsed, max_frames)
+        num_videos = tf.shape(parsed["num_frames"])[0]
         labels = parsed["labels"]
-        return {"id": parsed["id"], "frames": dense, "mask": mask,
+        return {"id": parsed["id"],
+                "frames": parsing.gather_frames(parsed, flat_index),
+                "mask": mask,
                 "labels": _multi_hot(labels.flat_values, labels.value_rowids(),
-                                     tf.shape(num_frames)[0], num_classes)}
+                                     num_videos, num_classes)}
 
     dataset = _serialized(files, batch_size, shuffle, seed, repeat,
                           compression, skip_corrupt_records)
-    return dataset.map(to_videos, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return dataset.map(_dequantized_unless(quantized, to_videos),
+                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+                           tf.data.AUTOTUNE)
 
 
 def window_indices(num_frames, rows, starts, context_frames=0):
@@ -137,15 +147,13 @@ def _segment_ids(video_ids, rows, starts):
 
 def _window_examples(parsed, rows, starts, context_frames, per_video, extra):
     """Windows as flat examples, or regrouped by video (`per_video`)."""
-    frames = parsed["frames"]
     num_frames = parsed["num_frames"]
     index, mask = window_indices(num_frames, rows, starts, context_frames)
     segment_id = _segment_ids(parsed["id"], rows, tf.cast(starts, tf.int64))
     if not per_video:
-        windows = tf.gather(frames.flat_values,
-                            tf.gather(frames.row_splits, rows)[:, None]
-                            + tf.cast(index, frames.row_splits.dtype))
-        return {"frames": parsing.dequantize_masked(windows, mask),
+        flat_index = (tf.gather(parsed["row_splits"], rows)[:, None]
+                      + tf.cast(index, tf.int64))
+        return {"frames": parsing.gather_frames(parsed, flat_index),
                 "mask": mask, "segment_id": segment_id, **extra}
     num_videos = tf.shape(num_frames)[0]
 
@@ -153,11 +161,10 @@ def _window_examples(parsed, rows, starts, context_frames, per_video, extra):
         return tf.RaggedTensor.from_value_rowids(
             values, rows, nrows=num_videos).to_tensor(default_value=default)
 
-    raw = frames.to_tensor()
-    frame_mask = tf.sequence_mask(num_frames, tf.shape(raw)[1])
+    flat_index, frame_mask = parsing.dense_frame_index(parsed)
     grouped = {key: by_video(value, tf.zeros([], value.dtype))
                for key, value in extra.items()}
-    return {"frames": parsing.dequantize_masked(raw, frame_mask),
+    return {"frames": parsing.gather_frames(parsed, flat_index),
             "mask": frame_mask,
             "window_index": by_video(index, 0),
             "window_mask": by_video(mask, False),
@@ -165,8 +172,21 @@ def _window_examples(parsed, rows, starts, context_frames, per_video, extra):
             "segment_id": by_video(segment_id, ""), **grouped}
 
 
-def _finish(dataset, to_examples, batch_size, per_video, shuffle, seed):
-    dataset = dataset.map(to_examples, num_parallel_calls=tf.data.AUTOTUNE)
+def _dequantized_unless(quantized, to_examples):
+    """`to_examples`, its uint8 frames dequantized unless `quantized`."""
+    if quantized:
+        return to_examples
+
+    def dequantized(*args):
+        examples = to_examples(*args)
+        return {**examples, **parsing.model_inputs(examples)}
+    return dequantized
+
+
+def _finish(dataset, to_examples, batch_size, per_video, shuffle, seed,
+            quantized):
+    dataset = dataset.map(_dequantized_unless(quantized, to_examples),
+                          num_parallel_calls=tf.data.AUTOTUNE)
     if not per_video:
         if shuffle:
             dataset = dataset.unbatch().shuffle(16 * batch_size, seed=seed)
@@ -190,7 +210,7 @@ def rated_segment_dataset(pattern, feature_spec, segment_class_ids,
                           vocabulary_size=records.NUM_CLASSES, shuffle=False,
                           seed=None, repeat=False, context_frames=0,
                           per_video=False, files=None, compression="auto",
-                          skip_corrupt_records=False):
+                          skip_corrupt_records=False, quantized=False):
     """Rated segments for fine-tuning, one example per distinct segment.
 
     Label and weight vectors run over the segment classes (in
@@ -223,9 +243,8 @@ def rated_segment_dataset(pattern, feature_spec, segment_class_ids,
 
         segment_labels = parsed["segment_labels"]
         positions = tf.gather(class_positions, segment_labels.flat_values)
-        not_segment_class = parsing.any_per_record(
-            positions < 0, segment_labels.value_rowids(),
-            tf.shape(parsed["id"])[0])
+        not_segment_class = parsing.any_per_record(positions < 0,
+                                                   segment_labels.row_splits)
         checked = parsing.assert_records(
             [(tf.logical_not(not_segment_class), "a segment label is not a "
               "segment class")], parsed["file"], parsed["record"], parsed["id"])
@@ -255,12 +274,13 @@ def rated_segment_dataset(pattern, feature_spec, segment_class_ids,
 
     dataset = _serialized(files, parse_batch, shuffle, seed, repeat,
                           compression, skip_corrupt_records)
-    return _finish(dataset, to_segments, batch_size, per_video, shuffle, seed)
+    return _finish(dataset, to_segments, batch_size, per_video, shuffle, seed,
+                   quantized)
 
 
 def test_segment_dataset(pattern, feature_spec, batch_size, context_frames=0,
                          per_video=False, files=None, compression="auto",
-                         skip_corrupt_records=False):
+                         skip_corrupt_records=False, quantized=False):
     """Every 5-frame window of every video, from frame 0, in file order.
 
     The partial last window is zero-padded and masked, as the starter code
@@ -282,4 +302,5 @@ def test_segment_dataset(pattern, feature_spec, batch_size, context_frames=0,
 
     dataset = _serialized(files, batch_size if per_video else PARSE_BATCH,
                           False, None, False, compression, skip_corrupt_records)
-    return _finish(dataset, to_windows, batch_size, per_video, False, None)
+    return _finish(dataset, to_windows, batch_size, per_video, False, None,
+                   quantized)
