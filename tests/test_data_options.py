@@ -118,17 +118,18 @@ def test_record_dataset_shards_by_file(two_videos):
     assert records.FRAMES_PER_SEGMENT == 5
 
 
-def test_batched_record_dataset_numbers_records_within_each_file(write_videos):
+def test_record_dataset_numbers_records_within_each_file(write_videos):
     paths = [write_videos([dict(video_id=f"{name}{i:03d}", labels=[],
                                 features=frames_with_values(2))
                            for i in range(5)], name=name)
              for name in ("a", "b")]
-    batches = list(reader.record_dataset(paths, batch_size=2))
-    assert [len(b[2]) for b in batches if b[0][0] == paths[0].encode()] \
-        == [2, 2, 1]
-    seen = sorted((f.decode(), int(i)) for b in batches
-                  for f, i in zip(b[0].numpy(), b[1].numpy()))
-    assert seen == sorted((p, i) for p in paths for i in range(5))
+    seen = {(path.decode(), int(index)): record for path, index, record
+            in reader.record_dataset(paths).as_numpy_iterator()}
+    assert sorted(seen) == sorted((p, i) for p in paths for i in range(5))
+    # The index is the record's position in its file.
+    for path in paths:
+        for index, record in reader.good_records(path):
+            assert seen[(path, index)] == record
 
 
 @pytest.mark.parametrize("make", [

@@ -124,9 +124,8 @@ def read_record_labels(files, compression="auto", batch_size=256):
                                                     context_features=context)
         return parsed
 
-    dataset = reader.record_dataset(
-        files, compression=compression, batch_size=batch_size).map(
-            parse, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = reader.record_dataset(files, compression=compression).batch(
+        batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     video_labels, ground_truth = {}, {}
     for batch in reader.iterate(dataset, files, compression):
         ids = batch["id"].numpy().astype(str)

@@ -32,18 +32,14 @@ list_files = reader.list_files
 def _serialized(files, batch_size, shuffle, seed, repeat, compression,
                 skip_corrupt_records):
     """Batches of (file, record, serialized), shuffled at record level."""
-    if not shuffle:
-        dataset = reader.record_dataset(files, False, None, compression,
-                                        skip_corrupt_records,
-                                        batch_size=batch_size)
-        return dataset.repeat() if repeat else dataset
     dataset = reader.record_dataset(files, shuffle, seed, compression,
                                     skip_corrupt_records)
     if repeat:
         dataset = dataset.repeat()
-    # Whole serialized videos (~130 KB each at real lengths): keep the buffer
-    # to a few batches; files are shuffled and interleaved too.
-    dataset = dataset.shuffle(max(4 * batch_size, 256), seed=seed)
+    if shuffle:
+        # Whole serialized videos (~130 KB each at real lengths): keep the
+        # buffer to a few batches; files are shuffled and interleaved too.
+        dataset = dataset.shuffle(max(4 * batch_size, 256), seed=seed)
     return dataset.batch(batch_size)
 
 
