@@ -341,14 +341,27 @@ def _make_video(rng, world, opts, rated_split, forced):
     return video
 
 
+def _video_level_example(video_id, labels, features):
+    """The 2018 video-level record of a video: its dequantized frame means."""
+    return records.make_video_level_example(video_id, labels, {
+        records.VIDEO_LEVEL_PREFIX + name: records.dequantize(
+            frames.astype(np.float32)).mean(axis=0)
+        for name, frames in features.items()})
+
+
 def _write_split(rng, world, opts, split, ids, output_dir, split_summary,
-                 label_counts, ground_truth):
-    """Generate and write one split's record files, filling the summaries."""
+                 label_counts, ground_truth, video_level=False):
+    """Generate and write one split's record files, filling the summaries.
+
+    With `video_level`, also the split's 2018-style video-level records
+    (`<split>_video-*.tfrecord`, same videos and labels).
+    """
     rated_split = split != "train"
     n_seg = len(world["segment_local"])
     forced_order = rng.permutation(world["segment_local"])
     num_files = max(1, min(opts["num_files_per_split"], len(ids)))
     pos_per_class = {int(world["active"][c]): 0 for c in world["segment_local"]}
+    video_level_examples = []
 
     def examples(chunk_ids, offset):
         for k, video_id in enumerate(chunk_ids):
@@ -368,6 +381,9 @@ def _write_split(rng, world, opts, split, ids, output_dir, split_summary,
                 "rgb": video["frames"][:, :RGB_SIZE],
                 "audio": video["frames"][:, RGB_SIZE:],
             }
+            if video_level:
+                video_level_examples.append(_video_level_example(
+                    video_id, video["labels"], features))
             if split == "validate":
                 starts, classes, scores = (zip(*video["rated"]) if video["rated"]
                                            else ((), (), ()))
@@ -389,6 +405,12 @@ def _write_split(rng, world, opts, split, ids, output_dir, split_summary,
         records.write_records(os.path.join(output_dir, name),
                               examples(list(chunk), offset))
         split_summary["files"].append(name)
+        if video_level:
+            name = f"{split}_video-{i:05d}-of-{num_files:05d}.tfrecord"
+            records.write_records(os.path.join(output_dir, name),
+                                  video_level_examples)
+            split_summary.setdefault("video_level_files", []).append(name)
+            video_level_examples.clear()
         offset += len(chunk)
     split_summary["videos"] = len(ids)
     if rated_split:
@@ -420,11 +442,13 @@ def _write_vocabulary(path, world, opts, label_counts):
 
 
 def generate(output_dir, num_train_videos, num_validate_videos, num_test_videos,
-             seed, **options):
+             seed, video_level=False, **options):
     """Write the synthetic dataset into `output_dir`; return a summary dict.
 
     options: num_classes, num_active_classes, num_segment_classes,
-    min_frames, max_frames, num_files_per_split (see DEFAULTS).
+    min_frames, max_frames, num_files_per_split (see DEFAULTS). With
+    `video_level`, the train split also gets 2018-style video-level records
+    (`train_video-*.tfrecord`: `mean_rgb`, `mean_audio`, the same labels).
     """
     opts = _options(options)
     world_rng, id_rng, *split_rngs = _streams(seed)
@@ -446,7 +470,8 @@ def generate(output_dir, num_train_videos, num_validate_videos, num_test_videos,
         split_summary = dict(files=[], videos=0, frames=0, segments=0,
                              rated_segments=0, positives=0, negatives=0)
         _write_split(rng, world, opts, split, ids[start:start + counts[split]],
-                     output_dir, split_summary, label_counts, ground_truth)
+                     output_dir, split_summary, label_counts, ground_truth,
+                     video_level=video_level and split == "train")
         start += counts[split]
         summary[split] = split_summary
 
@@ -484,6 +509,9 @@ def define_flags(flag_values=flags.FLAGS):
     define("integer", "max_frames", DEFAULTS["max_frames"], "Longest video (s).")
     define("integer", "num_files_per_split", DEFAULTS["num_files_per_split"],
            "Record files per split.")
+    define("bool", "video_level_records", False,
+           "Also write the train videos as 2018-style video-level records "
+           "(train_video-*.tfrecord: mean_rgb, mean_audio, labels).")
 
 
 def run_from_flags(flag_values=flags.FLAGS):
@@ -493,9 +521,11 @@ def run_from_flags(flag_values=flags.FLAGS):
     summary = generate(
         flag_values.output_dir, flag_values.num_train_videos,
         flag_values.num_validate_videos, flag_values.num_test_videos,
-        flag_values.seed, **{k: getattr(flag_values, k) for k in DEFAULTS})
+        flag_values.seed, video_level=flag_values.video_level_records,
+        **{k: getattr(flag_values, k) for k in DEFAULTS})
     for split in _SPLITS:
-        print(split, {k: v for k, v in summary[split].items() if k != "files"})
+        print(split, {k: v for k, v in summary[split].items()
+                      if not k.endswith("files")})
     print("segment classes:", summary["segment_class_ids"])
     return summary
 

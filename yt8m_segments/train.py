@@ -52,6 +52,13 @@ flags.DEFINE_multi_string(
     "Model hyperparameters over the model's paper defaults: key=value,... or "
     "a JSON object; repeatable, later ones win (python -m "
     "yt8m_segments.models --list; keys in yt8m_segments/models/registry.py).")
+flags.DEFINE_bool("frame_features", True,
+                  "Pretraining input: frame-level records (--feature_names="
+                  "rgb,audio); false: the 2018 video-level records "
+                  "(tf.train.Example, --feature_names=mean_rgb,mean_audio), "
+                  "each video one frame of its means, for video-level models "
+                  "like ResNetLike. The run stores the frame features they "
+                  "average (rgb, audio), so later stages read frame records.")
 flags.DEFINE_integer("max_frames", 300, "Frames read per video (pretraining).")
 flags.DEFINE_integer("num_sample_frames", None,
                      "Pretraining: train on this many frames per video instead "
@@ -231,7 +238,7 @@ def _validation(model, class_ids, columns, feature_spec, files):
 
 
 def _validation_files():
-    if FLAGS.num_folds > 1:
+    if FLAGS.num_folds > 1 and FLAGS.frame_features:
         return flag_defs.data_files(FLAGS.train_data_pattern, holdout=True)
     if FLAGS.eval_data_pattern:
         return views.list_files(FLAGS.eval_data_pattern)
@@ -243,6 +250,10 @@ def main(argv):
     for name in ("train_data_pattern", "train_dir"):
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
+    if not FLAGS.frame_features and FLAGS.stage != "pretrain":
+        raise app.UsageError("--frame_features=false is for --stage=pretrain: "
+                             "fine-tuning reads rated segments of frame-level "
+                             "records")
     if FLAGS.strategy == "multi_worker" and not FLAGS.max_steps:
         raise app.UsageError("--strategy=multi_worker needs --max_steps, so "
                              "that every worker runs the same steps")
@@ -256,7 +267,8 @@ def main(argv):
 
     with strategy.scope():
         if FLAGS.stage == "pretrain":
-            feature_spec = flag_defs.feature_spec()
+            record_spec = flag_defs.feature_spec()
+            feature_spec = record_spec.frame_level()
             class_ids = list(range(FLAGS.num_classes))
             config = model_config(feature_spec)
             model = registry.build_model(config)
@@ -315,6 +327,11 @@ def main(argv):
         return dataset
 
     def make_labeled(seed):
+        if not FLAGS.frame_features:
+            return views.video_level_dataset(
+                None, record_spec, FLAGS.num_classes, global_batch_size,
+                shuffle=True, seed=seed, files=files,
+                **flag_defs.input_options())
         if FLAGS.stage == "pretrain":
             return views.video_dataset(
                 None, feature_spec, FLAGS.num_classes, FLAGS.max_frames,
@@ -337,7 +354,8 @@ def main(argv):
         run_artifacts.save_run(
             directory, model, config, class_ids, feature_spec,
             extra={"stage": FLAGS.stage, "learning_rate": learning_rate,
-                   "context_frames": FLAGS.context_frames})
+                   "context_frames": FLAGS.context_frames,
+                   "frame_features": FLAGS.frame_features})
 
     validate = None
     validation_files = _validation_files()

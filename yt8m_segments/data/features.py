@@ -27,6 +27,12 @@ class FeatureSpec:
     def total_size(self):
         return sum(self.sizes)
 
+    def frame_level(self):
+        """The frame features that video-level ones (`mean_rgb`) average."""
+        prefix = records.VIDEO_LEVEL_PREFIX
+        return FeatureSpec(tuple(name[len(prefix):] if name.startswith(prefix)
+                                 else name for name in self.names), self.sizes)
+
     @classmethod
     def from_flags(cls, feature_names, feature_sizes):
         """From comma-separated strings (or lists) as the flags give them."""

@@ -1,4 +1,4 @@
-"""Parse a batch of serialized frame-level SequenceExamples in one op.
+"""Parse a batch of serialized records in one op (frame-level or video-level).
 
 Batched (vectorized) parsing amortises per-call overhead over many records.
 Every check names the file and record index of each offending record, which
@@ -41,6 +41,14 @@ def any_per_record(flags, row_splits):
     """
     counts = tf.concat([[0], tf.cumsum(tf.cast(flags, tf.int32))], axis=0)
     return tf.gather(counts, row_splits[1:]) > tf.gather(counts, row_splits[:-1])
+
+
+def _label_problem(labels, num_classes):
+    outside = any_per_record(
+        (labels.flat_values < 0) | (labels.flat_values >= num_classes),
+        labels.row_splits)
+    return (tf.logical_not(outside),
+            f"label id outside the {num_classes}-class vocabulary")
 
 
 def parse_frame_batch(files, indices, serialized, feature_spec,
@@ -93,13 +101,8 @@ def parse_frame_batch(files, indices, serialized, feature_spec,
             tf.strings.length(ragged.flat_values) != size, ragged.row_splits)
         problems.append((tf.logical_not(wrong_size),
                          f"a '{name}' frame is not {size} bytes"))
-    labels = context["labels"]
     if num_classes is not None:
-        outside = any_per_record(
-            (labels.flat_values < 0) | (labels.flat_values >= num_classes),
-            labels.row_splits)
-        problems.append((tf.logical_not(outside),
-                         f"label id outside the {num_classes}-class vocabulary"))
+        problems.append(_label_problem(context["labels"], num_classes))
     if with_segments:
         problems.extend(_segment_problems(context, num_frames))
     checks = [assert_records(problems, files, indices, ids)]
@@ -118,6 +121,45 @@ def parse_frame_batch(files, indices, serialized, feature_spec,
     if with_segments:
         parsed.update({key: checked[key] for key in SEGMENT_CONTEXT})
     return parsed
+
+
+def parse_video_level_batch(files, indices, serialized, feature_spec,
+                            num_classes=None):
+    """Parse [B] 2018 video-level records (`tf.train.Example`) in one op.
+
+    Each record holds `id`, `labels` and one float list per feature of
+    `feature_spec` (e.g. `mean_rgb` 1024, `mean_audio` 128: already
+    dequantized means over the video's frames). Returns `file`, `record`,
+    `id` [B], ragged `labels` [B, None] and `features` float32 [B, D], the
+    features concatenated in `feature_spec` order.
+
+    Fails, naming file and record, on: a missing id, a feature missing or
+    not of its size (a frame-level record read here has none), a label id
+    outside [0, num_classes).
+    """
+    spec = {"id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+            "labels": tf.io.RaggedFeature(tf.int64)}
+    spec.update({name: tf.io.RaggedFeature(tf.float32)
+                 for name in feature_spec.names})
+    parsed = tf.io.parse_example(serialized, spec)
+    ids = parsed["id"]
+    problems = [(tf.strings.length(ids) > 0, "record has no id")]
+    for name, size in zip(feature_spec.names, feature_spec.sizes):
+        problems.append((
+            tf.equal(parsed[name].row_lengths(), size),
+            f"feature '{name}' is missing or not {size} floats (video-level "
+            "records are tf.train.Example with one float list per feature)"))
+    if num_classes is not None:
+        problems.append(_label_problem(parsed["labels"], num_classes))
+    with tf.control_dependencies([assert_records(problems, files, indices, ids)]):
+        features = tf.concat(
+            [tf.reshape(parsed[name].flat_values, [-1, size])
+             for name, size in zip(feature_spec.names, feature_spec.sizes)],
+            axis=1)
+        labels = parsed["labels"].with_flat_values(
+            tf.identity(parsed["labels"].flat_values))
+    return {"file": files, "record": indices, "id": ids, "labels": labels,
+            "features": features}
 
 
 def gather_frames(parsed, flat_index):

@@ -1,4 +1,4 @@
-"""The YouTube-8M frame-level record format: constants, (de)quantization, writing.
+"""The YouTube-8M record formats: constants, (de)quantization, writing.
 
 Reading lives in `views.py`; this module holds what both the reader and every
 writer (the synthetic generator, tests) must agree on. SPEC section 1.
@@ -11,6 +11,8 @@ NUM_CLASSES = 3862
 FRAMES_PER_SEGMENT = 5
 DEFAULT_FEATURE_NAMES = ("rgb", "audio")
 DEFAULT_FEATURE_SIZES = (1024, 128)
+# The 2018 video-level records name each feature's mean so.
+VIDEO_LEVEL_PREFIX = "mean_"
 
 _MAX_QUANTIZED_VALUE = 2.0
 _MIN_QUANTIZED_VALUE = -2.0
@@ -78,6 +80,19 @@ def make_frame_example(video_id, labels, features, segment_start_times=None,
     return tf.train.SequenceExample(
         context=tf.train.Features(feature=context),
         feature_lists=tf.train.FeatureLists(feature_list=feature_lists))
+
+
+def make_video_level_example(video_id, labels, features):
+    """A 2018 video-level `tf.train.Example`: `id`, `labels`, float features.
+
+    `features`: dict name -> float array [size], e.g. `mean_rgb` [1024] and
+    `mean_audio` [128], the dequantized frames averaged over the video.
+    """
+    feature = {"id": _bytes_feature([video_id.encode("utf-8")]),
+               "labels": _int64_feature(labels)}
+    for name, values in features.items():
+        feature[name] = _float_feature(np.asarray(values, np.float32).ravel())
+    return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
 def write_records(path, examples):

@@ -1,4 +1,4 @@
-"""tf.data views over frame-level records: whole videos, rated segments, test windows.
+"""tf.data views over the records: whole videos, rated segments, test windows.
 
 Records are parsed in batches (`parsing.parse_frame_batch`); every view yields
 dicts of dense tensors with a boolean `mask` over frames, so padding never
@@ -111,6 +111,38 @@ def video_dataset(pattern, feature_spec, num_classes, max_frames, batch_size,
     return dataset.map(_dequantized_unless(quantized, to_videos),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(
                            tf.data.AUTOTUNE)
+
+
+def video_level_dataset(pattern, feature_spec, num_classes, batch_size,
+                        shuffle=False, seed=None, repeat=False, files=None,
+                        compression="auto", skip_corrupt_records=False):
+    """2018 video-level records (`mean_rgb`, `mean_audio`) for pretraining.
+
+    Yields the keys of `video_dataset`, each video as one frame: `frames`
+    [B, 1, D] float32 (the record's feature means, in `feature_spec` order),
+    `mask` [B, 1] all True, `labels` [B, num_classes] multi-hot, `id` [B].
+    A model that averages the real frames (ResNetLike, average pooling)
+    then sees exactly the video-level features, and any frame model trains
+    on them unchanged; applied to frame records later it sees their mean.
+    """
+    files = files or list_files(pattern)
+
+    def to_videos(batch_files, batch_records, serialized):
+        parsed = parsing.parse_video_level_batch(
+            batch_files, batch_records, serialized, feature_spec,
+            num_classes=num_classes)
+        labels = parsed["labels"]
+        num_videos = tf.shape(parsed["id"])[0]
+        return {"id": parsed["id"],
+                "frames": parsed["features"][:, None, :],
+                "mask": tf.ones([num_videos, 1], tf.bool),
+                "labels": _multi_hot(labels.flat_values, labels.value_rowids(),
+                                     num_videos, num_classes)}
+
+    dataset = _serialized(files, batch_size, shuffle, seed, repeat,
+                          compression, skip_corrupt_records)
+    return dataset.map(to_videos, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
 
 
 def window_indices(num_frames, rows, starts, context_frames=0):

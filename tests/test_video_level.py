@@ -1,0 +1,157 @@
+"""2018 video-level records (mean_rgb, mean_audio): view, errors, training."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import frames_with_values
+from yt8m_segments import synthetic
+from yt8m_segments.data import reader
+from yt8m_segments.data import records
+from yt8m_segments.data import views
+from yt8m_segments.data.features import FeatureSpec
+
+SPEC = FeatureSpec(("mean_rgb", "mean_audio"), (1024, 128))
+
+
+def means(seed):
+    rng = np.random.default_rng(seed)
+    return {"mean_rgb": rng.uniform(-2, 2, 1024).astype(np.float32),
+            "mean_audio": rng.uniform(-2, 2, 128).astype(np.float32)}
+
+
+@pytest.fixture
+def write_video_level(tmp_path):
+    def write(videos, name="video-00000.tfrecord"):
+        path = str(tmp_path / name)
+        records.write_records(path, [
+            records.make_video_level_example(**video) for video in videos])
+        return path
+    return write
+
+
+def read_all(pattern, num_classes=10, batch_size=8):
+    files = reader.list_files(pattern)
+    dataset = views.video_level_dataset(None, SPEC, num_classes, batch_size,
+                                        files=files)
+    return list(reader.iterate(dataset, files))
+
+
+def test_each_video_is_one_frame_of_its_feature_means(write_video_level):
+    videos = [dict(video_id=f"v{i}", labels=labels, features=means(i))
+              for i, labels in enumerate([[1, 3], [], [9]])]
+    batch, = read_all(write_video_level(videos))
+    assert batch["frames"].shape == (3, 1, 1152)
+    assert batch["mask"].numpy().all() and batch["mask"].shape == (3, 1)
+    for b, video in enumerate(videos):
+        assert batch["id"].numpy()[b].decode() == video["video_id"]
+        expected = np.concatenate([video["features"]["mean_rgb"],
+                                   video["features"]["mean_audio"]])
+        np.testing.assert_array_equal(batch["frames"].numpy()[b, 0], expected)
+        assert np.flatnonzero(batch["labels"].numpy()[b]).tolist() == \
+            video["labels"]
+
+
+@pytest.mark.parametrize("features,labels,message", [
+    ({"mean_rgb": np.zeros(1024)}, [1],
+     "feature 'mean_audio' is missing or not 128 floats"),
+    ({"mean_rgb": np.zeros(1000), "mean_audio": np.zeros(128)}, [1],
+     "feature 'mean_rgb' is missing or not 1024 floats"),
+    (means(0), [10], "label id outside the 10-class vocabulary"),
+])
+def test_bad_video_level_record_names_file_record_and_video(
+        write_video_level, features, labels, message):
+    path = write_video_level([dict(video_id="fine", labels=[1],
+                                   features=means(1)),
+                              dict(video_id="bad1", labels=labels,
+                                   features=features)])
+    with pytest.raises(reader.InputError,
+                       match=rf"{message}.*file: {path} record: 1 video id: bad1"):
+        read_all(path)
+
+
+def test_frame_level_record_read_as_video_level_says_so(write_videos):
+    path = write_videos([dict(video_id="frm0", labels=[1],
+                              features=frames_with_values(5))])
+    with pytest.raises(reader.InputError, match="feature 'mean_rgb' is missing"
+                       r".*tf.train.Example.*record: 0 video id: frm0"):
+        read_all(path)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("video_level_data")
+    summary = synthetic.generate(str(root), 24, 8, 4, seed=3, video_level=True,
+                                 num_classes=100, num_active_classes=8,
+                                 num_segment_classes=4, min_frames=10,
+                                 max_frames=20)
+    return root, summary
+
+
+def test_synthetic_video_level_records_are_the_frame_means(data):
+    root, summary = data
+    assert len(summary["train"]["video_level_files"]) == 2
+    frame_files = reader.list_files(str(root / "train-*.tfrecord"))
+    frame_level = next(iter(views.video_dataset(
+        None, FeatureSpec(), 100, 300, 64, files=frame_files)))
+    video_level, = read_all(str(root / "train_video-*.tfrecord"), 100, 64)
+    by_id = {i: b for b, i in enumerate(video_level["id"].numpy())}
+    assert sorted(by_id) == sorted(frame_level["id"].numpy())
+    for b, video_id in enumerate(frame_level["id"].numpy()):
+        mask = frame_level["mask"].numpy()[b]
+        np.testing.assert_allclose(
+            video_level["frames"].numpy()[by_id[video_id], 0],
+            frame_level["frames"].numpy()[b][mask].mean(axis=0), atol=1e-5)
+        np.testing.assert_array_equal(
+            video_level["labels"].numpy()[by_id[video_id]],
+            frame_level["labels"].numpy()[b])
+
+
+def test_pretrain_on_video_level_records_then_read_frames(data, tmp_path):
+    """A ResNetLike trained on mean_rgb/mean_audio runs on frame records."""
+    root, _ = data
+    train_dir = str(tmp_path / "video")
+    result = subprocess.run(
+        [sys.executable, "-m", "yt8m_segments.train", "--stage=pretrain",
+         "--frame_features=false", "--feature_names=mean_rgb,mean_audio",
+         f"--train_data_pattern={root}/train_video-*.tfrecord",
+         f"--train_dir={train_dir}", "--model=ResNetLike",
+         "--video_level_classifier_model=Logistic",
+         "--model_hparams=resnet_branch_size=8,resnet_hidden_size=8",
+         "--batch_size=8", "--num_classes=100", "--num_epochs=1"],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(train_dir, "run_config.json")) as handle:
+        config = json.load(handle)
+    # Stored as the frame features the means come from, so refinement and
+    # export read frame records with it.
+    assert config["feature_names"] == ["rgb", "audio"]
+    assert config["frame_features"] is False
+
+    from yt8m_segments import run_artifacts
+    run = run_artifacts.Run(train_dir)
+    video_level, = read_all(str(root / "train_video-*.tfrecord"), 100, 64)
+    mean_frame = video_level["frames"].numpy()[:2]
+    # The video as one mean frame, or as that frame repeated: one answer.
+    repeated = np.repeat(mean_frame, 7, axis=1)
+    one = run.model.predict({"frames": mean_frame,
+                             "mask": np.ones((2, 1), bool)}, verbose=0)
+    many = run.model.predict({"frames": repeated,
+                              "mask": np.ones((2, 7), bool)}, verbose=0)
+    np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-6)
+
+
+def test_video_level_records_are_for_pretraining_only(data, tmp_path):
+    root, _ = data
+    result = subprocess.run(
+        [sys.executable, "-m", "yt8m_segments.train", "--stage=finetune",
+         "--frame_features=false", f"--pretrain_dir={tmp_path}",
+         f"--train_data_pattern={root}/train_video-*.tfrecord",
+         f"--train_dir={tmp_path / 'f'}"],
+        capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "--frame_features=false is for --stage=pretrain" in result.stderr
