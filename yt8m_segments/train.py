@@ -29,6 +29,7 @@ from yt8m_segments import validation
 from yt8m_segments.data import classes
 from yt8m_segments.data import parsing
 from yt8m_segments.data import segment_cache
+from yt8m_segments.data import video_cache
 from yt8m_segments.data import views
 from yt8m_segments.models import mixture
 from yt8m_segments.models import registry
@@ -95,6 +96,13 @@ flags.DEFINE_string("segment_cache_dir", None,
                     "(yt8m_segments/data/segment_cache.py; rebuilt when the "
                     "files or the options change) and train from it, without "
                     "parsing every video each epoch.")
+flags.DEFINE_string("video_cache_dir", None,
+                    "Pretraining: extract the videos of --train_data_pattern "
+                    "(first --max_frames frames) once into this local "
+                    "directory (yt8m_segments/data/video_cache.py; rebuilt "
+                    "when the files or the options change) and train from "
+                    "it, sampling frames without parsing records; as large "
+                    "as the records' frames.")
 flags.DEFINE_string("mean_teacher_data_pattern", None,
                     "Fine-tuning: unlabeled records (e.g. the test set) for "
                     "the 4th-place mean-teacher term: MSE between the student "
@@ -302,6 +310,17 @@ def main(argv):
             context_frames=FLAGS.context_frames,
             negative_weight=FLAGS.negative_weight,
             vocabulary_size=FLAGS.num_classes, **flag_defs.input_options())
+    if FLAGS.video_cache_dir:
+        if FLAGS.stage != "pretrain" or not FLAGS.frame_features:
+            raise app.UsageError("--video_cache_dir is for --stage=pretrain "
+                                 "on frame-level records")
+        if FLAGS.strategy == "multi_worker":
+            raise app.UsageError("--video_cache_dir is local to one machine: "
+                                 "not with --strategy=multi_worker")
+        video_cache.ensure(
+            FLAGS.video_cache_dir, files, feature_spec,
+            max_frames=FLAGS.max_frames, vocabulary_size=FLAGS.num_classes,
+            **flag_defs.input_options())
     teacher = unlabeled_files = None
     if FLAGS.mean_teacher_data_pattern:
         if FLAGS.stage != "finetune":
@@ -332,6 +351,12 @@ def main(argv):
                 None, record_spec, FLAGS.num_classes, global_batch_size,
                 shuffle=True, seed=seed, files=files,
                 **flag_defs.input_options())
+        if FLAGS.video_cache_dir:
+            return video_cache.dataset(
+                FLAGS.video_cache_dir, global_batch_size,
+                num_sample_frames=FLAGS.num_sample_frames,
+                sample_random_frames=FLAGS.sample_random_frames,
+                shuffle=True, seed=seed)
         if FLAGS.stage == "pretrain":
             return views.video_dataset(
                 None, feature_spec, FLAGS.num_classes, FLAGS.max_frames,

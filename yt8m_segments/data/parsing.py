@@ -181,11 +181,20 @@ def dense_frame_index(parsed, max_frames=None):
     num_frames = parsed["num_frames"]
     if max_frames is not None:
         num_frames = tf.minimum(num_frames, max_frames)
-    positions = tf.range(tf.reduce_max(num_frames))[None, :]
+    return frame_index(parsed["row_splits"][:-1],
+                       tf.range(tf.reduce_max(num_frames))[None, :],
+                       num_frames)
+
+
+def frame_index(first, positions, num_frames):
+    """Flat frame index and mask of `positions` [B, N] within videos.
+
+    Video b's frames are flat frames first[b] (int64) onwards, num_frames[b]
+    of them; positions past its end repeat its last frame and are masked.
+    """
     mask = positions < num_frames[:, None]
     local = tf.minimum(positions, num_frames[:, None] - 1)
-    first = parsed["row_splits"][:-1, None]
-    return first + tf.cast(local, first.dtype), mask
+    return first[:, None] + tf.cast(local, first.dtype), mask
 
 
 def dequantize_masked(raw, mask):

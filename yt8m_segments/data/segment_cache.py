@@ -21,26 +21,20 @@ in the records view's (unshuffled) order:
   manifest.json   N, W, D, C, dtypes, the build parameters and the input
                   files' fingerprint (path, size, mtime_ns)
 
-It is written in a temporary sibling directory and renamed into place whole,
-so a killed build leaves no directory that `is_current` accepts.
+Built and checked for staleness by `array_cache` (atomic, keyed by the
+input files' fingerprints and the build parameters).
 """
-
-import contextlib
-import json
-import os
-import shutil
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
+from yt8m_segments.data import array_cache
 from yt8m_segments.data import reader
 from yt8m_segments.data import records
 from yt8m_segments.data import views
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-SEGMENT_IDS = "segment_id.txt"
+SEGMENT_IDS = "segment_id"
 # Stored dtype of each array (file `<key>.bin`), and the dtype it is read as.
 STORED = {"frames": np.dtype("u1"), "mask": np.dtype("?"),
           "labels": np.dtype("<f2"), "weights": np.dtype("<f2"),
@@ -49,39 +43,19 @@ READ_AS = {"frames": tf.uint8, "mask": tf.bool, "labels": tf.float32,
            "weights": tf.float32, "rated": tf.bool}
 
 
-def _file_fingerprint(path):
-    """[path, size, mtime_ns]; os.stat locally: gfile.stat keeps 1 s mtimes."""
-    if "://" in path:
-        stat = tf.io.gfile.stat(path)
-        return [path, stat.length, stat.mtime_nsec]
-    stat = os.stat(path)
-    return [path, stat.st_size, stat.st_mtime_ns]
-
-
 def _key(files, feature_spec, segment_class_ids, context_frames=0,
          negative_weight=1.0, vocabulary_size=records.NUM_CLASSES,
          compression="auto", skip_corrupt_records=False):
     """What a cache's contents depend on, as its manifest stores it."""
-    key = {"format_version": FORMAT_VERSION,
-           "feature_names": list(feature_spec.names),
-           "feature_sizes": list(feature_spec.sizes),
-           "segment_class_ids": [int(c) for c in segment_class_ids],
-           "context_frames": int(context_frames),
-           "negative_weight": float(negative_weight),
-           "vocabulary_size": int(vocabulary_size),
-           "compression": compression,
-           "skip_corrupt_records": bool(skip_corrupt_records),
-           "input_files": [_file_fingerprint(path) for path in files]}
-    return json.loads(json.dumps(key))  # as a read-back manifest has it
-
-
-def read_manifest(cache_dir):
-    """The cache's manifest, or None where there is no complete cache."""
-    path = os.path.join(cache_dir, MANIFEST)
-    if not os.path.exists(path):
-        return None
-    with open(path) as handle:
-        return json.load(handle)
+    return array_cache.make_key(
+        files, format_version=FORMAT_VERSION,
+        feature_names=list(feature_spec.names),
+        feature_sizes=list(feature_spec.sizes),
+        segment_class_ids=[int(c) for c in segment_class_ids],
+        context_frames=int(context_frames),
+        negative_weight=float(negative_weight),
+        vocabulary_size=int(vocabulary_size), compression=compression,
+        skip_corrupt_records=bool(skip_corrupt_records))
 
 
 def is_current(cache_dir, files, feature_spec, segment_class_ids, **params):
@@ -90,11 +64,8 @@ def is_current(cache_dir, files, feature_spec, segment_class_ids, **params):
     `params`: build's keyword arguments (its batch_size changes nothing).
     """
     params.pop("batch_size", None)
-    manifest = read_manifest(cache_dir)
-    if manifest is None:
-        return False
-    key = _key(files, feature_spec, segment_class_ids, **params)
-    return {name: manifest.get(name) for name in key} == key
+    return array_cache.is_current(
+        cache_dir, _key(files, feature_spec, segment_class_ids, **params))
 
 
 def _shapes(manifest):
@@ -106,35 +77,16 @@ def _shapes(manifest):
 
 
 def _write_arrays(directory, batches):
-    """Streams each batch's arrays to `<key>.bin` and ids to segment_id.txt.
-
-    Returns the number of segments written.
-    """
+    """Streams each batch's arrays and segment ids; the number of segments."""
     count = 0
-    with contextlib.ExitStack() as stack:
-        handles = {key: stack.enter_context(
-            open(os.path.join(directory, key + ".bin"), "wb"))
-            for key in STORED}
-        ids = stack.enter_context(open(os.path.join(directory, SEGMENT_IDS),
-                                       "wb"))
+    with array_cache.Writer(directory, STORED, [SEGMENT_IDS]) as writer:
         for batch in batches:
-            for key, dtype in STORED.items():
-                handles[key].write(np.ascontiguousarray(
-                    batch[key].numpy(), dtype).tobytes())
+            for key in STORED:
+                writer.append(key, batch[key].numpy())
             segment_ids = batch["segment_id"].numpy()
-            ids.write(b"".join(s + b"\n" for s in segment_ids))
+            writer.append_lines(SEGMENT_IDS, segment_ids)
             count += len(segment_ids)
     return count
-
-
-def _move_into_place(source, cache_dir):
-    """Renames `source` to `cache_dir`, replacing an older cache there."""
-    old = cache_dir + ".old"
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.exists(cache_dir):
-        os.rename(cache_dir, old)
-    os.rename(source, cache_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def build(cache_dir, files, feature_spec, segment_class_ids, context_frames=0,
@@ -155,55 +107,36 @@ def build(cache_dir, files, feature_spec, segment_class_ids, context_frames=0,
         negative_weight=negative_weight, vocabulary_size=vocabulary_size,
         context_frames=context_frames, files=files, compression=compression,
         skip_corrupt_records=skip_corrupt_records, quantized=True)
-    cache_dir = cache_dir.rstrip("/")
-    tmp_dir = cache_dir + ".tmp"
-    shutil.rmtree(tmp_dir, ignore_errors=True)  # a killed build's leftovers
-    os.makedirs(tmp_dir)
-    try:
-        count = _write_arrays(tmp_dir, reader.iterate(dataset, files,
-                                                      compression))
+
+    def write(directory):
+        count = _write_arrays(directory, reader.iterate(dataset, files,
+                                                        compression))
         if not count:
             raise ValueError(f"no rated segments in {list(files)}")
-        manifest = {**key, "num_segments": count,
-                    "window_frames": views.SEGMENT_FRAMES + 2 * context_frames,
-                    "feature_size": feature_spec.total_size,
-                    "num_classes": len(segment_class_ids),
-                    "dtypes": {k: v.str for k, v in STORED.items()}}
-        with open(os.path.join(tmp_dir, MANIFEST), "w") as handle:
-            json.dump(manifest, handle, indent=1)
-        _move_into_place(tmp_dir, cache_dir)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    return manifest
+        return {"num_segments": count,
+                "window_frames": views.SEGMENT_FRAMES + 2 * context_frames,
+                "feature_size": feature_spec.total_size,
+                "num_classes": len(segment_class_ids),
+                "dtypes": {k: v.str for k, v in STORED.items()}}
+    return array_cache.build(cache_dir, key, write)
 
 
 def ensure(cache_dir, files, feature_spec, segment_class_ids, **params):
     """The manifest of a current cache in `cache_dir`, built first if needed."""
-    if is_current(cache_dir, files, feature_spec, segment_class_ids, **params):
-        manifest = read_manifest(cache_dir)
-        logging.info("segment cache %s is current: %d segments", cache_dir,
-                     manifest["num_segments"])
-        return manifest
-    logging.info("building segment cache %s from %d file(s)", cache_dir,
-                 len(files))
-    return build(cache_dir, files, feature_spec, segment_class_ids, **params)
+    key_params = {k: v for k, v in params.items() if k != "batch_size"}
+    return array_cache.ensure(
+        cache_dir, _key(files, feature_spec, segment_class_ids, **key_params),
+        lambda: build(cache_dir, files, feature_spec, segment_class_ids,
+                      **params), "segment cache")
 
 
 def _open(cache_dir):
     """(manifest, {key: read-only memmap}, segment ids: numpy bytes array)."""
-    manifest = read_manifest(cache_dir)
-    if manifest is None:
-        raise FileNotFoundError(f"no segment cache in {cache_dir} (build it "
-                                "with segment_cache.ensure)")
-    arrays = {key: np.memmap(os.path.join(cache_dir, key + ".bin"),
-                             STORED[key], mode="r", shape=shape)
+    manifest = array_cache.open_manifest(cache_dir, "segment cache")
+    arrays = {key: array_cache.open_array(cache_dir, key, STORED[key], shape)
               for key, shape in _shapes(manifest).items()}
-    with open(os.path.join(cache_dir, SEGMENT_IDS), "rb") as handle:
-        segment_ids = np.array(handle.read().split(b"\n")[:-1])
-    if len(segment_ids) != manifest["num_segments"]:
-        raise ValueError(f"{cache_dir}/{SEGMENT_IDS}: {len(segment_ids)} ids "
-                         f"for {manifest['num_segments']} segments")
-    return manifest, arrays, segment_ids
+    return manifest, arrays, array_cache.read_lines(
+        cache_dir, SEGMENT_IDS, manifest["num_segments"])
 
 
 def dataset(cache_dir, batch_size, shuffle=False, seed=None, repeat=False):
@@ -230,12 +163,5 @@ def dataset(cache_dir, batch_size, shuffle=False, seed=None, repeat=False):
             value.set_shape((None,) + shapes[key][1:])
         return dict(zip(keys, values))
 
-    indices = tf.data.Dataset.range(num_segments)
-    if shuffle:
-        indices = indices.shuffle(num_segments, seed=seed,
-                                  reshuffle_each_iteration=True)
-    if repeat:
-        indices = indices.repeat()
-    return indices.batch(batch_size).map(
-        to_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-            tf.data.AUTOTUNE)
+    return array_cache.row_batches(num_segments, batch_size, to_batch, shuffle,
+                                   seed, repeat)

@@ -43,7 +43,7 @@ def _serialized(files, batch_size, shuffle, seed, repeat, compression,
     return dataset.batch(batch_size)
 
 
-def _multi_hot(values, rows, num_rows, depth):
+def multi_hot(values, rows, num_rows, depth):
     """[num_rows, depth] with 1 at (rows[i], values[i]) for every values[i] >= 0.
 
     Flat scatter rather than ragged ops, which are slow inside tf.data.
@@ -55,20 +55,29 @@ def _multi_hot(values, rows, num_rows, depth):
                                     tf.ones([tf.shape(index)[0]]))
 
 
-def _sample_indices(num_frames, num_samples, random_frames, seed):
-    """[B, N] frame indices: random with replacement, or one random run."""
-    batch = tf.shape(num_frames)[0]
-    lengths = tf.cast(num_frames, tf.float32)[:, None]
-    if random_frames:
-        uniform = tf.random.uniform([batch, num_samples], seed=seed)
-        index = tf.cast(tf.floor(uniform * lengths), tf.int32)
-        return tf.minimum(index, num_frames[:, None] - 1), tf.ones(
-            [batch, num_samples], tf.bool)
-    room = tf.maximum(num_frames - num_samples, 0)
-    start = tf.cast(tf.floor(tf.random.uniform([batch], seed=seed)
-                             * tf.cast(room + 1, tf.float32)), tf.int32)
-    index = start[:, None] + tf.range(num_samples)[None, :]
-    return index, index < num_frames[:, None]
+def video_frame_index(first, num_frames, num_sample_frames=None,
+                      sample_random_frames=False, seed=None):
+    """[B, N] flat frame index and mask of the frames a video view keeps.
+
+    Video b's frames are flat frames first[b] (int64) onwards, num_frames[b]
+    of them. All of them (N = the longest video), or `num_sample_frames`:
+    random with replacement (`sample_random_frames`), else one random
+    contiguous run, masked past the video's end.
+    """
+    if not num_sample_frames:
+        positions = tf.range(tf.reduce_max(num_frames))[None, :]
+    elif sample_random_frames:
+        uniform = tf.random.uniform([tf.shape(num_frames)[0],
+                                     num_sample_frames], seed=seed)
+        positions = tf.cast(tf.floor(
+            uniform * tf.cast(num_frames, tf.float32)[:, None]), tf.int32)
+    else:
+        room = tf.maximum(num_frames - num_sample_frames, 0)
+        start = tf.cast(tf.floor(
+            tf.random.uniform(tf.shape(num_frames), seed=seed)
+            * tf.cast(room + 1, tf.float32)), tf.int32)
+        positions = start[:, None] + tf.range(num_sample_frames)[None, :]
+    return parsing.frame_index(first, positions, num_frames)
 
 
 def video_dataset(pattern, feature_spec, num_classes, max_frames, batch_size,
@@ -90,20 +99,16 @@ def video_dataset(pattern, feature_spec, num_classes, max_frames, batch_size,
         parsed = parsing.parse_frame_batch(batch_files, batch_records,
                                            serialized, feature_spec,
                                            num_classes=num_classes)
-        if num_sample_frames:
-            num_frames = tf.minimum(parsed["num_frames"], max_frames)
-            index, mask = _sample_indices(num_frames, num_sample_frames,
-                                          sample_random_frames, seed)
-            flat_index = parsed["row_splits"][:-1, None] + tf.cast(
-                tf.minimum(index, num_frames[:, None] - 1), tf.int64)
-        else:
-            flat_index, mask = parsing.dense_frame_index(parsed, max_frames)
+        flat_index, mask = video_frame_index(
+            parsed["row_splits"][:-1],
+            tf.minimum(parsed["num_frames"], max_frames), num_sample_frames,
+            sample_random_frames, seed)
         num_videos = tf.shape(parsed["num_frames"])[0]
         labels = parsed["labels"]
         return {"id": parsed["id"],
                 "frames": parsing.gather_frames(parsed, flat_index),
                 "mask": mask,
-                "labels": _multi_hot(labels.flat_values, labels.value_rowids(),
+                "labels": multi_hot(labels.flat_values, labels.value_rowids(),
                                      num_videos, num_classes)}
 
     dataset = _serialized(files, batch_size, shuffle, seed, repeat,
@@ -136,7 +141,7 @@ def video_level_dataset(pattern, feature_spec, num_classes, batch_size,
         return {"id": parsed["id"],
                 "frames": parsed["features"][:, None, :],
                 "mask": tf.ones([num_videos, 1], tf.bool),
-                "labels": _multi_hot(labels.flat_values, labels.value_rowids(),
+                "labels": multi_hot(labels.flat_values, labels.value_rowids(),
                                      num_videos, num_classes)}
 
     dataset = _serialized(files, batch_size, shuffle, seed, repeat,
@@ -287,7 +292,7 @@ def rated_segment_dataset(pattern, feature_spec, segment_class_ids,
             tf.ones_like(positions, tf.bool))
 
         video_labels = parsed["labels"]
-        outside = 1.0 - _multi_hot(
+        outside = 1.0 - multi_hot(
             tf.gather(class_positions, video_labels.flat_values),
             video_labels.value_rowids(), tf.shape(parsed["id"])[0],
             num_classes)  # [B, C]

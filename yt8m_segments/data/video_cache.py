@@ -1,0 +1,167 @@
+"""An on-disk cache of the training videos' frames: pretraining without parsing.
+
+Pretraining reads every video every epoch. From records each one is read,
+checksummed and parsed whole (~4K videos/s on 2 cores, CPU the model step
+needs too), though a sampled epoch keeps 30 of its ~115 frames. `build` runs
+the records view (`views.video_dataset`, quantized) once and stores each
+video's first `max_frames` frames back to back; `dataset` then picks frames
+through memory maps, one numpy gather per batch, shuffling over all videos.
+The frames are as large as the records' (uint8, 1,152 bytes a frame: ~1.4 TB
+for the whole 2018 training set), so it is for what fits a local disk.
+
+A cache is a local directory (built atomically by `array_cache`), video i =
+the records view's (unshuffled) i-th video:
+
+  frames.bin        uint8  [F, D]   every video's frames, video after video
+  row_splits.bin    int64  [N + 1]  video i: frames row_splits[i]:row_splits[i+1]
+  labels.bin        int32  [L]      every video's label ids, video after video
+  label_splits.bin  int64  [N + 1]
+  video_id.txt      N lines
+  manifest.json     N, F, L, D, the build parameters, the input files'
+                    fingerprint (path, size, mtime_ns)
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from yt8m_segments.data import array_cache
+from yt8m_segments.data import reader
+from yt8m_segments.data import records
+from yt8m_segments.data import views
+
+FORMAT_VERSION = 1
+VIDEO_IDS = "video_id"
+STORED = {"frames": np.dtype("u1"), "row_splits": np.dtype("<i8"),
+          "labels": np.dtype("<i4"), "label_splits": np.dtype("<i8")}
+
+
+def _key(files, feature_spec, max_frames=300,
+         vocabulary_size=records.NUM_CLASSES, compression="auto",
+         skip_corrupt_records=False):
+    """What a cache's contents depend on, as its manifest stores it."""
+    return array_cache.make_key(
+        files, format_version=FORMAT_VERSION,
+        feature_names=list(feature_spec.names),
+        feature_sizes=list(feature_spec.sizes), max_frames=int(max_frames),
+        vocabulary_size=int(vocabulary_size), compression=compression,
+        skip_corrupt_records=bool(skip_corrupt_records))
+
+
+def _write_arrays(writer, batches):
+    """Streams frames, labels and ids; (videos, frames, labels) written."""
+    frame_counts, label_counts = [], []
+    for batch in batches:
+        mask = batch["mask"].numpy()
+        writer.append("frames", batch["frames"].numpy()[mask])
+        frame_counts.append(mask.sum(axis=1))
+        rows, label_ids = np.nonzero(batch["labels"].numpy())
+        writer.append("labels", label_ids)
+        label_counts.append(np.bincount(rows, minlength=len(mask)))
+        writer.append_lines(VIDEO_IDS, batch["id"].numpy())
+    frame_counts = np.concatenate(frame_counts or [[]]).astype(np.int64)
+    label_counts = np.concatenate(label_counts or [[]]).astype(np.int64)
+    writer.append("row_splits", np.concatenate([[0], np.cumsum(frame_counts)]))
+    writer.append("label_splits",
+                  np.concatenate([[0], np.cumsum(label_counts)]))
+    return len(frame_counts), int(frame_counts.sum()), int(label_counts.sum())
+
+
+def build(cache_dir, files, feature_spec, max_frames=300,
+          vocabulary_size=records.NUM_CLASSES, compression="auto",
+          skip_corrupt_records=False, batch_size=64):
+    """Extracts the videos of `files` into `cache_dir`; the manifest.
+
+    Reads through `reader.iterate`, so bad input raises the records view's
+    `reader.InputError` naming file and record.
+    """
+    if not files:
+        raise ValueError("no input files for the video cache")
+    key = _key(files, feature_spec, max_frames, vocabulary_size, compression,
+               skip_corrupt_records)  # before reading: a later edit is stale
+    dataset = views.video_dataset(
+        None, feature_spec, vocabulary_size, max_frames, batch_size,
+        files=files, compression=compression,
+        skip_corrupt_records=skip_corrupt_records, quantized=True)
+
+    def write(directory):
+        with array_cache.Writer(directory, STORED, [VIDEO_IDS]) as writer:
+            videos, frames, labels = _write_arrays(
+                writer, reader.iterate(dataset, files, compression))
+        if not videos:
+            raise ValueError(f"no videos in {list(files)}")
+        return {"num_videos": videos, "num_frames": frames,
+                "num_labels": labels, "feature_size": feature_spec.total_size,
+                "dtypes": {k: v.str for k, v in STORED.items()}}
+    return array_cache.build(cache_dir, key, write)
+
+
+def is_current(cache_dir, files, feature_spec, **params):
+    """Whether `cache_dir` holds what `build` with these arguments would write."""
+    params.pop("batch_size", None)
+    return array_cache.is_current(cache_dir,
+                                  _key(files, feature_spec, **params))
+
+
+def ensure(cache_dir, files, feature_spec, **params):
+    """The manifest of a current cache in `cache_dir`, built first if needed."""
+    key_params = {k: v for k, v in params.items() if k != "batch_size"}
+    return array_cache.ensure(
+        cache_dir, _key(files, feature_spec, **key_params),
+        lambda: build(cache_dir, files, feature_spec, **params), "video cache")
+
+
+def dataset(cache_dir, batch_size, num_sample_frames=None,
+            sample_random_frames=False, shuffle=False, seed=None,
+            repeat=False):
+    """Batches of cached videos, as `views.video_dataset(quantized=True)`.
+
+    `frames` uint8 [B, T or N, D], `mask`, `labels` multi-hot over the
+    vocabulary it was built with, `id`; frames sampled as that view samples
+    them (`views.video_frame_index`).
+    """
+    manifest = array_cache.open_manifest(cache_dir, "video cache")
+    num_videos = manifest["num_videos"]
+    arrays = {
+        name: array_cache.open_array(cache_dir, name, STORED[name], shape)
+        for name, shape in (
+            ("frames", (manifest["num_frames"], manifest["feature_size"])),
+            ("row_splits", (num_videos + 1,)),
+            ("labels", (manifest["num_labels"],)),
+            ("label_splits", (num_videos + 1,)))}
+    video_ids = array_cache.read_lines(cache_dir, VIDEO_IDS, num_videos)
+    row_splits = tf.constant(np.asarray(arrays["row_splits"]))
+    num_classes = manifest["vocabulary_size"]
+
+    def gather(index, flat_index):
+        order = np.argsort(flat_index, axis=None)  # memory locality
+        frames = np.empty(flat_index.shape + (manifest["feature_size"],),
+                          np.uint8)
+        frames.reshape(-1, frames.shape[-1])[order] = arrays["frames"][
+            flat_index.ravel()[order]]
+        starts = arrays["label_splits"][index]
+        counts = arrays["label_splits"][index + 1] - starts
+        # Label j of video b sits at starts[b] + j.
+        within = np.arange(counts.sum()) - np.repeat(
+            np.cumsum(counts) - counts, counts)
+        labels = arrays["labels"][np.repeat(starts, counts) + within]
+        rows = np.repeat(np.arange(len(index)), counts)
+        return frames, video_ids[index], labels.astype(np.int64), rows
+
+    def to_batch(index):
+        first = tf.gather(row_splits, index)
+        num_frames = tf.cast(tf.gather(row_splits, index + 1) - first,
+                             tf.int32)
+        flat_index, mask = views.video_frame_index(
+            first, num_frames, num_sample_frames, sample_random_frames, seed)
+        frames, ids, labels, rows = tf.numpy_function(
+            gather, [index, flat_index],
+            [tf.uint8, tf.string, tf.int64, tf.int64], stateful=False)
+        frames.set_shape([None, None, manifest["feature_size"]])
+        for vector in (ids, labels, rows):
+            vector.set_shape([None])
+        return {"id": ids, "frames": frames, "mask": mask,
+                "labels": views.multi_hot(labels, rows, tf.shape(index)[0],
+                                          num_classes)}
+
+    return array_cache.row_batches(num_videos, batch_size, to_batch, shuffle,
+                                   seed, repeat)
