@@ -132,17 +132,38 @@ def test_pretrain_on_video_level_records_then_read_frames(data, tmp_path):
     assert config["feature_names"] == ["rgb", "audio"]
     assert config["frame_features"] is False
 
+    from yt8m_segments import predict
     from yt8m_segments import run_artifacts
     run = run_artifacts.Run(train_dir)
+    assert run.reads_mean_frame
     video_level, = read_all(str(root / "train_video-*.tfrecord"), 100, 64)
-    mean_frame = video_level["frames"].numpy()[:2]
-    # The video as one mean frame, or as that frame repeated: one answer.
-    repeated = np.repeat(mean_frame, 7, axis=1)
-    one = run.model.predict({"frames": mean_frame,
-                             "mask": np.ones((2, 1), bool)}, verbose=0)
-    many = run.model.predict({"frames": repeated,
-                              "mask": np.ones((2, 7), bool)}, verbose=0)
-    np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-6)
+    expected = dict(zip(video_level["id"].numpy().astype(str), run.model.predict(
+        {"frames": video_level["frames"], "mask": video_level["mask"]},
+        verbose=0)))
+    # On frame records (as refinement and export read them) the run sees
+    # each video's mean frame: what it was trained on.
+    frame_files = reader.list_files(str(root / "train-*.tfrecord"))
+    ids, probabilities, _ = predict.Predictor(
+        run.model, id_key="id", mean_frame=True).predict(
+            views.video_dataset(None, FeatureSpec(), 100, 300, 16,
+                                files=frame_files, quantized=True),
+            frame_files)
+    assert sorted(ids) == sorted(expected)
+    for video_id, row in zip(ids, probabilities):
+        np.testing.assert_allclose(row, expected[video_id], rtol=2e-3,
+                                   atol=1e-4)
+
+
+def test_mean_frame_is_the_mean_of_the_real_frames():
+    from yt8m_segments.data import parsing
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(3, 6, 4)).astype(np.float32)
+    mask = np.arange(6)[None, :] < np.array([6, 1, 3])[:, None]
+    got = parsing.mean_frame({"frames": frames, "mask": mask})
+    assert got["frames"].shape == (3, 1, 4) and got["mask"].numpy().all()
+    for b, length in enumerate([6, 1, 3]):
+        np.testing.assert_allclose(got["frames"].numpy()[b, 0],
+                                   frames[b, :length].mean(axis=0), rtol=1e-6)
 
 
 def test_video_level_records_are_for_pretraining_only(data, tmp_path):

@@ -70,7 +70,7 @@ class ServingModule(tf.Module):
 
     def __init__(self, model, feature_spec, class_ids, columns,
                  context_frames=0, video_model=None, video_class_ids=None,
-                 video_columns=None, max_frames=300):
+                 video_columns=None, max_frames=300, video_mean_frame=False):
         super().__init__(name="yt8m_segments_serving")
         self._model = model
         self._model_variables = _variables(model)
@@ -80,6 +80,7 @@ class ServingModule(tf.Module):
         self._class_ids = tf.constant(class_ids, tf.int32)
         self._video_model = video_model
         self._max_frames = int(max_frames)
+        self._video_mean_frame = bool(video_mean_frame)
         if video_model is not None:
             self._video_model_variables = _variables(video_model)
             self._video_columns = tf.constant(video_columns, tf.int32)
@@ -138,8 +139,10 @@ class ServingModule(tf.Module):
                 parsed, self._max_frames)
             video_frames = parsing.dequantize_masked(
                 parsing.gather_frames(parsed, flat_index), video_mask)
-            video = self._video_model({"frames": video_frames,
-                                       "mask": video_mask}, training=False)
+            video_inputs = {"frames": video_frames, "mask": video_mask}
+            if self._video_mean_frame:
+                video_inputs = parsing.mean_frame(video_inputs)
+            video = self._video_model(video_inputs, training=False)
             outputs["video_probabilities"] = tf.gather(
                 tf.cast(video, tf.float32), self._video_columns, axis=1)
             outputs["video_class_ids"] = self._video_class_ids
@@ -160,7 +163,8 @@ def build_module(train_dir, video_train_dir=None, segment_labels_file=None,
                 f"{train_dir} reads {run.feature_spec}")
         video_kwargs = dict(video_model=video_run.model,
                             video_class_ids=list(video_run.class_ids),
-                            video_columns=list(range(len(video_run.class_ids))))
+                            video_columns=list(range(len(video_run.class_ids))),
+                            video_mean_frame=video_run.reads_mean_frame)
     return ServingModule(run.model, run.feature_spec, class_ids,
                          run.columns_for(class_ids),
                          run.context_frames(context_frames),

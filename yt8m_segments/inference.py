@@ -256,7 +256,9 @@ def build_cache(cache_dir, run, class_ids, files, batch_size, context_frames=0,
                                                  run.columns_for(class_ids))
         else:
             segments = predict.Predictor(run.model, run.columns_for(class_ids))
-        videos = predict.Predictor(video_run.model, id_key="id") if video_run else None
+        videos = (predict.Predictor(video_run.model, id_key="id",
+                                    mean_frame=video_run.reads_mean_frame)
+                  if video_run else None)
     for path in todo:
         if per_video:
             dataset = views.test_segment_dataset(

@@ -12,12 +12,16 @@ class Predictor:
 
     `columns`: the output columns to keep (all when None). `id_key`: the
     dataset key naming each example ("segment_id" for segment views, "id"
-    for views.video_dataset).
+    for views.video_dataset). `mean_frame`: feed the model each example's
+    mean frame (a run trained on video-level records,
+    `Run.reads_mean_frame`).
     """
 
-    def __init__(self, model, columns=None, id_key="segment_id"):
+    def __init__(self, model, columns=None, id_key="segment_id",
+                 mean_frame=False):
         self.model = model
         self.id_key = id_key
+        self.mean_frame = mean_frame
         self.num_columns = (int(model.outputs[0].shape[-1]) if columns is None
                             else len(columns))
         column_index = None if columns is None else tf.constant(columns, tf.int32)
@@ -34,6 +38,8 @@ class Predictor:
     def _forward_batch(self, batch):
         """(probabilities [N, C] float16, ids [N]) of one batch."""
         inputs = parsing.model_inputs(batch)
+        if self.mean_frame:
+            inputs = parsing.mean_frame(inputs)
         return (self._forward(inputs["frames"], inputs["mask"]),
                 batch[self.id_key])
 

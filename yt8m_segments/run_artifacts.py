@@ -77,6 +77,11 @@ class Run:
             f"{self.train_dir} predicts the whole vocabulary; name the segment "
             "classes with --segment_labels_file")
 
+    @property
+    def reads_mean_frame(self):
+        """Trained on video-level records: feed it `parsing.mean_frame`."""
+        return self.config.get("frame_features", True) is False
+
     def context_frames(self, override=None):
         """Context frames per side: `override`, else what the run trained with."""
         if override is not None:

@@ -216,6 +216,19 @@ def model_inputs(batch):
     return {"frames": frames, "mask": mask}
 
 
+def mean_frame(inputs):
+    """{"frames", "mask"} -> the mean of the real frames as one frame [B, 1, D].
+
+    What a model trained on the video-level records' means
+    (`views.video_level_dataset`) reads: its per-frame L2 norm then sees
+    the normalised mean, as in training, not the mean of normalised frames.
+    """
+    mask = tf.cast(inputs["mask"], inputs["frames"].dtype)[..., None]
+    total = tf.reduce_sum(inputs["frames"] * mask, axis=1, keepdims=True)
+    frames = total / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+    return {"frames": frames, "mask": tf.ones(tf.shape(frames)[:2], tf.bool)}
+
+
 def _segment_problems(context, num_frames):
     """Segment checks on flat values: ragged broadcasting is slow in tf.data."""
     starts = context["segment_start_times"]
