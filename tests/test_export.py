@@ -164,3 +164,27 @@ def test_versions_count_up_and_are_never_overwritten(exported):
     assert export.next_version(str(root / "export")) == 8
     # No temporary directory is left behind for TF Serving to trip over.
     assert sorted(os.listdir(root / "export")) == ["1", "7"]
+
+
+def test_video_level_run_is_served_each_video_mean_frame(exported):
+    """A run trained on video-level records (frame_features false) is fed the
+    mean frame in the graph, as inference feeds it."""
+    from yt8m_segments import predict
+    root = exported
+    _save(root / "video_means", ModelConfig(
+        "ResNetLike", "Logistic", 100, 1152,
+        {"resnet_branch_size": 8, "resnet_hidden_size": 8}),
+        list(range(100)), stage="pretrain", frame_features=False)
+    module = export.build_module(str(root / "segment"),
+                                 str(root / "video_means"))
+    path = str(root / "data" / "test-00000-of-00001.tfrecord")
+    served = module.serve(tf.stack(list(tf.data.TFRecordDataset(path))))
+    video = run_artifacts.Run(str(root / "video_means"))
+    ids, expected, _ = predict.Predictor(
+        video.model, id_key="id", mean_frame=True).predict(
+            views.video_dataset(path, video.feature_spec, 100, 300, 4,
+                                quantized=True), [path])
+    assert served["video_id"].numpy().astype(str).tolist() == ids.tolist()
+    assert np.asarray(expected, np.float32).std() > 1e-3
+    np.testing.assert_allclose(served["video_probabilities"].numpy(),
+                               expected.astype(np.float32), atol=2e-3)
