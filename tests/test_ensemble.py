@@ -187,3 +187,45 @@ def test_stacker_without_lightgbm_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "lightgbm", None)
     with pytest.raises(ImportError, match=r"yt8m_segments\[stacker\]"):
         stacker.train([], {}, str(tmp_path / "s"))
+
+
+def test_stacker_candidates_score_each_class_top_by_mean_only(tmp_path):
+    pytest.importorskip("lightgbm")
+    train_paths, train_truth, _ = _stacking_problem(tmp_path, "val", 1)
+    test_paths, _, ids = _stacking_problem(tmp_path, "test", 2)
+    stacker.train(train_paths, train_truth, str(tmp_path / "stacker"),
+                  num_trees=30, min_data_in_leaf=5)
+
+    def predicted(name, candidates):
+        return cache_lib.ProbabilityCache.open(stacker.predict(
+            str(tmp_path / "stacker"), test_paths, str(tmp_path / name),
+            block_rows=50, candidates=candidates)).segment_probs.astype(
+                np.float32)
+    full = predicted("full", None)
+    np.testing.assert_array_equal(predicted("all", len(ids)), full)
+    cut = predicted("cut", 25)
+    # The candidates: each class's 25 best rows by the models' mean (fp16
+    # caches, mean in float32, rounded to fp16 as the selection sees it).
+    mean = np.mean([cache_lib.ProbabilityCache.open(p).segment_probs.astype(
+        np.float32) for p in test_paths], axis=0).astype(np.float16)
+    expected = np.zeros(full.shape, bool)
+    for column in range(len(CLASSES)):
+        order = np.argsort(-mean[:, column].astype(np.float32), kind="stable")
+        expected[order[:25], column] = True
+    assert expected.sum() == 25 * len(CLASSES)
+    np.testing.assert_array_equal(cut[expected], full[expected])
+    assert (cut[~expected] == 0).all() and (full[expected] > 0).all()
+    with pytest.raises(ValueError, match="at least 1"):
+        stacker.predict(str(tmp_path / "stacker"), test_paths,
+                        str(tmp_path / "x"), candidates=0)
+
+
+@pytest.mark.parametrize("num_columns", [1, 2, 7, 1000, 1025])
+def test_descending_order_is_a_stable_argsort(num_columns):
+    rng = np.random.default_rng(num_columns)
+    # fp16 values: many ties, and exact zeros.
+    values = (rng.random((40, num_columns)) ** 6).astype(np.float16).astype(
+        np.float32)
+    np.testing.assert_array_equal(
+        stacker._descending_order(values),  # pylint: disable=protected-access
+        np.argsort(-values, axis=1, kind="stable"))

@@ -21,12 +21,22 @@ Features of a (segment, class) pair, class-agnostic (FEATURES):
 Label: the rating (score > 0) of the pair; unrated pairs are not used.
 The output cache holds the stacker's probabilities for every pair, and the
 caches' averaged video probabilities, so it can be refined, ensembled or
-evaluated like any other cache. Prediction is by row blocks: LightGBM scores
-N x C pairs, so on the full test set (2M x 1000) expect it to take a while.
+evaluated like any other cache. Prediction is by row blocks.
+
+Scoring every pair means N x C LightGBM predictions (2 billion on the full
+test set: hours), though a submission keeps K per class. With
+`--stacker_candidates=N` only each class's N best segments by the models'
+mean probability (the `mean` feature) are scored; every other pair gets 0,
+below any LightGBM probability. With N a few times K the submission is
+unchanged unless the stacker lifts a pair from below the N-th mean into its
+top K; the output cache then ranks only the candidates, so ensemble it with
+others only if they are cut the same way.
 """
 
 import json
 import os
+import shutil
+import tempfile
 
 from absl import app
 from absl import flags
@@ -62,6 +72,19 @@ def feature_names(num_models, with_video):
             + (["video"] if with_video else []) + ["rank"])
 
 
+def _descending_order(values):
+    """Each row's column order by descending value, ties to the lower column:
+    argsort(-values, kind="stable"), by one sort of unique integer keys (the
+    value's order key above the column index): ~3x faster on 1000 columns.
+    """
+    bits = max(1, int(values.shape[1] - 1).bit_length())
+    keys = np.uint64(0xFFFFFFFF) - submission.order_keys(
+        values.astype(np.float32)).astype(np.uint64)
+    keys = (keys << np.uint64(bits)) | np.arange(values.shape[1],
+                                                 dtype=np.uint64)
+    return (np.sort(keys, axis=1) & np.uint64((1 << bits) - 1)).astype(np.int64)
+
+
 class FeatureSource:
     """Feature blocks over compatible caches (one per model)."""
 
@@ -80,8 +103,9 @@ class FeatureSource:
         self.with_video = bool(self.video_sources)
         self.names = feature_names(len(caches), self.with_video)
 
-    def block(self, rows):
-        """[len(rows) * C, F] float32 features of segment `rows` (sorted)."""
+    def block(self, rows, picked=None):
+        """[len(rows) * C, F] float32 features of segment `rows` (sorted);
+        only the pairs where the flat bool `picked` [len(rows) * C] is set."""
         probs = np.stack([np.asarray(c.segment_probs[rows], np.float32)
                           for c in self.caches])  # [M, b, C]
         b, c = probs.shape[1:]
@@ -97,11 +121,13 @@ class FeatureSource:
                 values[:, class_columns < 0] = np.nan
                 video += values
             columns.append((video / len(self.video_sources)).ravel())
-        order = np.argsort(-mean, axis=1, kind="stable")
+        order = _descending_order(mean)
         rank = np.empty((b, c), np.float32)
         np.put_along_axis(rank, order, np.arange(c, dtype=np.float32)[None, :],
                           axis=1)
         columns.append(rank.ravel())
+        if picked is not None:
+            columns = [column[picked] for column in columns]
         return np.stack(columns, axis=1)
 
 
@@ -175,8 +201,39 @@ def load(stacker_dir):
     return booster, config
 
 
-def predict(stacker_dir, caches, output_cache, block_rows=PREDICT_BLOCK_ROWS):
-    """Score every pair of `caches` (the training models, same order)."""
+def candidate_mask(caches, candidates, block_rows=PREDICT_BLOCK_ROWS):
+    """[N, C] bool: each class's `candidates` best segments by the caches'
+    mean probability, ties to the lower row (`submission.top_k_per_class`).
+
+    The mean goes through a temporary float16 .npy file (one pass over the
+    caches), ranked by column blocks from there.
+    """
+    first = caches[0]
+    num_segments, num_classes = first.segment_probs.shape
+    scratch = tempfile.mkdtemp(prefix="stacker_mean_")
+    try:
+        path = os.path.join(scratch, "mean.npy")
+        writer = cache_lib.NpyRowWriter(path, (num_segments, num_classes))
+        for _, rows in ensemble._weighted_blocks(  # pylint: disable=protected-access
+                [c.segment_reader() for c in caches], [1.0] * len(caches),
+                block_rows):
+            writer.write(rows)
+        writer.close()
+        top = submission.top_k_per_class(cache_lib.NpyReader(path),
+                                         min(candidates, num_segments))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    mask = np.zeros((num_segments, num_classes), bool)
+    mask[top, np.arange(num_classes)[:, None]] = True
+    return mask
+
+
+def predict(stacker_dir, caches, output_cache, block_rows=PREDICT_BLOCK_ROWS,
+            candidates=None):
+    """Score the pairs of `caches` (the training models, same order): all,
+    or each class's `candidates` best by mean probability (others get 0)."""
+    if candidates is not None and candidates < 1:
+        raise ValueError(f"candidates must be at least 1, got {candidates}")
     booster, config = load(stacker_dir)
     if len(caches) != config["num_models"]:
         raise ValueError(f"the stacker in {stacker_dir} was trained on "
@@ -195,15 +252,25 @@ def predict(stacker_dir, caches, output_cache, block_rows=PREDICT_BLOCK_ROWS):
     meta = {"kind": "stacker", "stacker_dir": os.path.abspath(stacker_dir),
             "stacked": [os.path.abspath(c.path) for c in opened],
             "fingerprint": ensemble._fingerprint(  # pylint: disable=protected-access
-                opened, [os.path.abspath(stacker_dir)] * len(opened)),
-            "input_files": first.meta.get("input_files", [])}
+                opened, [(os.path.abspath(stacker_dir), candidates)]
+                * len(opened)),
+            "input_files": first.meta.get("input_files", []),
+            "candidates": candidates}
+    chosen = candidate_mask(opened, candidates) if candidates else None
     with cache_lib.CacheWriter(
             output_cache, num_segments, first.class_ids,
             len(video_first.video_ids) if video_first else None,
             video_first.video_class_ids if video_first else None) as writer:
         for start in range(0, num_segments, block_rows):
             rows = np.arange(start, min(start + block_rows, num_segments))
-            scores = booster.predict(source.block(rows))
+            if chosen is None:
+                scores = booster.predict(source.block(rows))
+            else:
+                picked = chosen[rows].ravel()
+                scores = np.zeros(len(picked))
+                if picked.any():
+                    scores[picked] = booster.predict(
+                        source.block(rows, picked))
             writer.write_segments(first.segment_ids[rows],
                                   scores.reshape(len(rows), num_classes))
         if video_first is not None:
@@ -232,6 +299,10 @@ def define_flags(flag_values=FLAGS):
     define("integer", "stacker_min_data_in_leaf", 20,
            "LightGBM min_data_in_leaf.")
     define("integer", "stacker_seed", 0, "LightGBM seed.")
+    define("integer", "stacker_candidates", None,
+           "Score only each class's this many best segments by the models' "
+           "mean probability (others get 0): a few times --segment_max_pred "
+           "keeps the submission and cuts LightGBM's work by N / this.")
 
 
 def main(argv):
@@ -263,7 +334,8 @@ def main(argv):
         if FLAGS.caches:
             path = predict(FLAGS.stacker_dir,
                            ensemble.parse_list(FLAGS.caches, "caches"),
-                           FLAGS.output_cache)
+                           FLAGS.output_cache,
+                           candidates=FLAGS.stacker_candidates)
             print(f"output_cache {path}")
     except ImportError as error:
         raise app.UsageError(str(error)) from None
