@@ -206,7 +206,8 @@ def candidate_mask(caches, candidates, block_rows=PREDICT_BLOCK_ROWS):
     mean probability, ties to the lower row (`submission.top_k_per_class`).
 
     The mean goes through a temporary float16 .npy file (one pass over the
-    caches), ranked by column blocks from there.
+    caches), ranked by column blocks from there. The mask is held in memory:
+    N x C bytes (2 GB at the real test set's size).
     """
     first = caches[0]
     num_segments, num_classes = first.segment_probs.shape
