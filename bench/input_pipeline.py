@@ -205,34 +205,40 @@ def main(argv):
             f"{passes * num_frames:>11,.0f} {examples:>11,.0f} "
             f"{examples / naive_rate:>8.1f} {examples / step_rates[width]:>13.1f}")
 
-    # Fine-tuning from the rated-segment cache: extracted once, then read
-    # with shuffling over all segments, epoch after epoch.
-    start = time.perf_counter()
-    cache_dir = os.path.join(data_dir, "segment_cache")
-    segment_cache.build(cache_dir, views.list_files(pattern["validate"]), SPEC,
-                        segment_classes)
-    build_seconds = time.perf_counter() - start
-    cached = measure_repeated(segment_cache.dataset(
-        cache_dir, b, shuffle=True, seed=0, repeat=True), FLAGS.seconds)
-    lines.append(
-        f"{'rated 5-frame, segment cache':<32} {'':>10} {cached * 5:>11,.0f} "
-        f"{cached:>11,.0f} {cached / naive_rate:>8.1f} "
-        f"{cached / step_rates[5]:>13.1f}")
+    def cache_row(name, build, dataset, frames_per_example, step_rate,
+                  examples_are_videos):
+        """A row for reading a cache (built once, timed), and its build time."""
+        start = time.perf_counter()
+        build()
+        build_seconds = time.perf_counter() - start
+        cached = measure_repeated(dataset(), FLAGS.seconds)
+        videos = f"{cached:,.0f}" if examples_are_videos else ""
+        lines.append(
+            f"{name:<32} {videos:>10} "
+            f"{cached * frames_per_example:>11,.0f} {cached:>11,.0f} "
+            f"{cached / naive_rate:>8.1f} {cached / step_rate:>13.1f}")
+        return build_seconds
 
-    # Pretraining from the video cache: the train videos extracted once,
-    # then 30 random frames per video gathered from memory maps.
-    start = time.perf_counter()
+    # Fine-tuning from the rated-segment cache (a segment is not a record),
+    # and pretraining from the video cache (30 random frames of each video):
+    # extracted once, then read with shuffling over all examples.
+    cache_dir = os.path.join(data_dir, "segment_cache")
+    build_seconds = cache_row(
+        "rated 5-frame, segment cache",
+        lambda: segment_cache.build(
+            cache_dir, views.list_files(pattern["validate"]), SPEC,
+            segment_classes),
+        lambda: segment_cache.dataset(cache_dir, b, shuffle=True, seed=0,
+                                      repeat=True), 5, step_rates[5], False)
     video_cache_dir = os.path.join(data_dir, "video_cache")
-    video_cache.build(video_cache_dir, views.list_files(pattern["train"]),
-                      SPEC)
-    video_build_seconds = time.perf_counter() - start
-    cached = measure_repeated(video_cache.dataset(
-        video_cache_dir, b, num_sample_frames=30, sample_random_frames=True,
-        shuffle=True, seed=0, repeat=True), FLAGS.seconds)
-    lines.append(
-        f"{'pretraining 30 frames, video cache':<32} {cached:>10,.0f} "
-        f"{cached * 30:>11,.0f} {cached:>11,.0f} {cached / naive_rate:>8.1f} "
-        f"{cached / step_rates[30]:>13.1f}")
+    video_build_seconds = cache_row(
+        "pretraining 30 frames, video cache",
+        lambda: video_cache.build(video_cache_dir,
+                                  views.list_files(pattern["train"]), SPEC),
+        lambda: video_cache.dataset(
+            video_cache_dir, b, num_sample_frames=30,
+            sample_random_frames=True, shuffle=True, seed=0, repeat=True),
+        30, step_rates[30], True)
     lines.append("")
     lines.append(f"caches built once: segment cache {build_seconds:.1f} s "
                  f"({sizes['validate'][0]} videos), video cache "

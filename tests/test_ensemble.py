@@ -152,12 +152,19 @@ def _stacking_problem(tmp_path, name, seed, num_videos=120):
     return paths, ground_truth, ids
 
 
-def test_stacker_learns_to_trust_the_informative_model(tmp_path):
+@pytest.fixture
+def trained_stacker(tmp_path):
+    """A stacker in tmp_path/stacker, and the test problem's caches."""
     pytest.importorskip("lightgbm")
     train_paths, train_truth, _ = _stacking_problem(tmp_path, "val", 1)
-    test_paths, test_truth, ids = _stacking_problem(tmp_path, "test", 2)
     stacker.train(train_paths, train_truth, str(tmp_path / "stacker"),
                   num_trees=30, min_data_in_leaf=5)
+    return _stacking_problem(tmp_path, "test", 2)
+
+
+def test_stacker_learns_to_trust_the_informative_model(tmp_path,
+                                                       trained_stacker):
+    test_paths, test_truth, ids = trained_stacker
     config = json.loads((tmp_path / "stacker" / stacker.CONFIG_FILE).read_text())
     assert config["feature_names"] == ["p_0", "p_1", "mean", "std", "max",
                                        "video", "rank"]
@@ -189,12 +196,9 @@ def test_stacker_without_lightgbm_says_how_to_install(monkeypatch, tmp_path):
         stacker.train([], {}, str(tmp_path / "s"))
 
 
-def test_stacker_candidates_score_each_class_top_by_mean_only(tmp_path):
-    pytest.importorskip("lightgbm")
-    train_paths, train_truth, _ = _stacking_problem(tmp_path, "val", 1)
-    test_paths, _, ids = _stacking_problem(tmp_path, "test", 2)
-    stacker.train(train_paths, train_truth, str(tmp_path / "stacker"),
-                  num_trees=30, min_data_in_leaf=5)
+def test_stacker_candidates_score_each_class_top_by_mean_only(
+        tmp_path, trained_stacker):
+    test_paths, _, ids = trained_stacker
 
     def predicted(name, candidates):
         return cache_lib.ProbabilityCache.open(stacker.predict(
