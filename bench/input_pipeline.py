@@ -239,6 +239,15 @@ def main(argv):
             video_cache_dir, b, num_sample_frames=30,
             sample_random_frames=True, shuffle=True, seed=0, repeat=True),
         30, step_rates[30], True)
+    video_level_cache_dir = os.path.join(data_dir, "video_level_cache")
+    cache_row(
+        "video-level, video cache",
+        lambda: video_cache.build(video_level_cache_dir,
+                                  views.list_files(pattern["train_video"]),
+                                  VIDEO_LEVEL_SPEC, video_level=True),
+        lambda: video_cache.dataset(video_level_cache_dir, b, shuffle=True,
+                                    seed=0, repeat=True),
+        1, step_rates[1], True)
     lines.append("")
     lines.append(f"caches built once: segment cache {build_seconds:.1f} s "
                  f"({sizes['validate'][0]} videos), video cache "

@@ -111,10 +111,13 @@ def test_synthetic_video_level_records_are_the_frame_means(data):
             frame_level["labels"].numpy()[b])
 
 
-def test_pretrain_on_video_level_records_then_read_frames(data, tmp_path):
+@pytest.mark.parametrize("cached", [False, True])
+def test_pretrain_on_video_level_records_then_read_frames(data, tmp_path,
+                                                          cached):
     """A ResNetLike trained on mean_rgb/mean_audio runs on frame records."""
     root, _ = data
     train_dir = str(tmp_path / "video")
+    cache_flags = [f"--video_cache_dir={tmp_path / 'cache'}"] if cached else []
     result = subprocess.run(
         [sys.executable, "-m", "yt8m_segments.train", "--stage=pretrain",
          "--frame_features=false", "--feature_names=mean_rgb,mean_audio",
@@ -122,9 +125,10 @@ def test_pretrain_on_video_level_records_then_read_frames(data, tmp_path):
          f"--train_dir={train_dir}", "--model=ResNetLike",
          "--video_level_classifier_model=Logistic",
          "--model_hparams=resnet_branch_size=8,resnet_hidden_size=8",
-         "--batch_size=8", "--num_classes=100", "--num_epochs=1"],
-        capture_output=True, text=True, check=False)
+         "--batch_size=8", "--num_classes=100", "--num_epochs=1",
+         *cache_flags], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.exists(tmp_path / "cache" / "manifest.json") == cached
     with open(os.path.join(train_dir, "run_config.json")) as handle:
         config = json.load(handle)
     # Stored as the frame features the means come from, so refinement and
@@ -176,3 +180,25 @@ def test_video_level_records_are_for_pretraining_only(data, tmp_path):
         capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "--frame_features=false is for --stage=pretrain" in result.stderr
+
+
+def test_video_cache_of_video_level_records_yields_the_view(data, tmp_path):
+    from yt8m_segments.data import video_cache
+    root, _ = data
+    files = reader.list_files(str(root / "train_video-*.tfrecord"))
+    cache_dir = str(tmp_path / "cache")
+    manifest = video_cache.build(cache_dir, files, SPEC, vocabulary_size=100,
+                                 video_level=True)
+    assert manifest["num_frames"] == manifest["num_videos"] == 24
+    view = views.video_level_dataset(None, SPEC, 100, 5, files=files)
+    cached = video_cache.dataset(cache_dir, 5)
+    expected_batches = list(view.as_numpy_iterator())
+    got_batches = list(cached.as_numpy_iterator())
+    assert len(got_batches) == len(expected_batches) == 5
+    for expected, got in zip(expected_batches, got_batches):
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            assert got[key].dtype == value.dtype, key
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+    assert not video_cache.is_current(cache_dir, files, SPEC,
+                                      vocabulary_size=100)

@@ -102,7 +102,8 @@ flags.DEFINE_string("video_cache_dir", None,
                     "directory (yt8m_segments/data/video_cache.py; rebuilt "
                     "when the files or the options change) and train from "
                     "it, sampling frames without parsing records; as large "
-                    "as the records' frames.")
+                    "as the records' frames. With --frame_features=false, "
+                    "the video-level records' means.")
 flags.DEFINE_string("mean_teacher_data_pattern", None,
                     "Fine-tuning: unlabeled records (e.g. the test set) for "
                     "the 4th-place mean-teacher term: MSE between the student "
@@ -311,15 +312,15 @@ def main(argv):
             negative_weight=FLAGS.negative_weight,
             vocabulary_size=FLAGS.num_classes, **flag_defs.input_options())
     if FLAGS.video_cache_dir:
-        if FLAGS.stage != "pretrain" or not FLAGS.frame_features:
-            raise app.UsageError("--video_cache_dir is for --stage=pretrain "
-                                 "on frame-level records")
+        if FLAGS.stage != "pretrain":
+            raise app.UsageError("--video_cache_dir is for --stage=pretrain")
         if FLAGS.strategy == "multi_worker":
             raise app.UsageError("--video_cache_dir is local to one machine: "
                                  "not with --strategy=multi_worker")
         video_cache.ensure(
-            FLAGS.video_cache_dir, files, feature_spec,
+            FLAGS.video_cache_dir, files, record_spec,
             max_frames=FLAGS.max_frames, vocabulary_size=FLAGS.num_classes,
+            video_level=not FLAGS.frame_features,
             **flag_defs.input_options())
     teacher = unlabeled_files = None
     if FLAGS.mean_teacher_data_pattern:
@@ -346,17 +347,18 @@ def main(argv):
         return dataset
 
     def make_labeled(seed):
+        if FLAGS.video_cache_dir:
+            return video_cache.dataset(
+                FLAGS.video_cache_dir, global_batch_size,
+                num_sample_frames=(FLAGS.num_sample_frames
+                                   if FLAGS.frame_features else None),
+                sample_random_frames=FLAGS.sample_random_frames,
+                shuffle=True, seed=seed)
         if not FLAGS.frame_features:
             return views.video_level_dataset(
                 None, record_spec, FLAGS.num_classes, global_batch_size,
                 shuffle=True, seed=seed, files=files,
                 **flag_defs.input_options())
-        if FLAGS.video_cache_dir:
-            return video_cache.dataset(
-                FLAGS.video_cache_dir, global_batch_size,
-                num_sample_frames=FLAGS.num_sample_frames,
-                sample_random_frames=FLAGS.sample_random_frames,
-                shuffle=True, seed=seed)
         if FLAGS.stage == "pretrain":
             return views.video_dataset(
                 None, feature_spec, FLAGS.num_classes, FLAGS.max_frames,

@@ -9,10 +9,16 @@ through memory maps, one numpy gather per batch, shuffling over all videos.
 The frames are as large as the records' (uint8, 1,152 bytes a frame: ~1.4 TB
 for the whole 2018 training set), so it is for what fits a local disk.
 
+With `video_level=True` it holds the 2018 video-level records instead
+(`views.video_level_dataset`: one float32 frame of feature means per video,
+~4.6 KB: ~28 GB for the 6.1M videos), whose reading is bound by tf.data's
+per-record cost (~8K records/s on 2 cores), not by their size.
+
 A cache is a local directory (built atomically by `array_cache`), video i =
 the records view's (unshuffled) i-th video:
 
   frames.bin        uint8  [F, D]   every video's frames, video after video
+                                    (float32 means for video-level records)
   row_splits.bin    int64  [N + 1]  video i: frames row_splits[i]:row_splits[i+1]
   labels.bin        int32  [L]      every video's label ids, video after video
   label_splits.bin  int64  [N + 1]
@@ -33,18 +39,20 @@ FORMAT_VERSION = 1
 VIDEO_IDS = "video_id"
 STORED = {"frames": np.dtype("u1"), "row_splits": np.dtype("<i8"),
           "labels": np.dtype("<i4"), "label_splits": np.dtype("<i8")}
+VIDEO_LEVEL_FRAMES = np.dtype("<f4")
 
 
 def _key(files, feature_spec, max_frames=300,
          vocabulary_size=records.NUM_CLASSES, compression="auto",
-         skip_corrupt_records=False):
+         skip_corrupt_records=False, video_level=False):
     """What a cache's contents depend on, as its manifest stores it."""
     return array_cache.make_key(
         files, format_version=FORMAT_VERSION,
         feature_names=list(feature_spec.names),
         feature_sizes=list(feature_spec.sizes), max_frames=int(max_frames),
         vocabulary_size=int(vocabulary_size), compression=compression,
-        skip_corrupt_records=bool(skip_corrupt_records))
+        skip_corrupt_records=bool(skip_corrupt_records),
+        video_level=bool(video_level))
 
 
 def _write_arrays(writer, batches):
@@ -68,30 +76,39 @@ def _write_arrays(writer, batches):
 
 def build(cache_dir, files, feature_spec, max_frames=300,
           vocabulary_size=records.NUM_CLASSES, compression="auto",
-          skip_corrupt_records=False, batch_size=64):
+          skip_corrupt_records=False, video_level=False, batch_size=64):
     """Extracts the videos of `files` into `cache_dir`; the manifest.
 
     Reads through `reader.iterate`, so bad input raises the records view's
-    `reader.InputError` naming file and record.
+    `reader.InputError` naming file and record. `video_level`: the files are
+    video-level records (`feature_spec` then names their features).
     """
     if not files:
         raise ValueError("no input files for the video cache")
     key = _key(files, feature_spec, max_frames, vocabulary_size, compression,
-               skip_corrupt_records)  # before reading: a later edit is stale
-    dataset = views.video_dataset(
-        None, feature_spec, vocabulary_size, max_frames, batch_size,
-        files=files, compression=compression,
-        skip_corrupt_records=skip_corrupt_records, quantized=True)
+               skip_corrupt_records, video_level)  # a later edit is stale
+    options = dict(files=files, compression=compression,
+                   skip_corrupt_records=skip_corrupt_records)
+    if video_level:
+        dataset = views.video_level_dataset(None, feature_spec,
+                                            vocabulary_size, batch_size,
+                                            **options)
+        stored = {**STORED, "frames": VIDEO_LEVEL_FRAMES}
+    else:
+        dataset = views.video_dataset(None, feature_spec, vocabulary_size,
+                                      max_frames, batch_size, quantized=True,
+                                      **options)
+        stored = STORED
 
     def write(directory):
-        with array_cache.Writer(directory, STORED, [VIDEO_IDS]) as writer:
+        with array_cache.Writer(directory, stored, [VIDEO_IDS]) as writer:
             videos, frames, labels = _write_arrays(
                 writer, reader.iterate(dataset, files, compression))
         if not videos:
             raise ValueError(f"no videos in {list(files)}")
         return {"num_videos": videos, "num_frames": frames,
                 "num_labels": labels, "feature_size": feature_spec.total_size,
-                "dtypes": {k: v.str for k, v in STORED.items()}}
+                "dtypes": {k: v.str for k, v in stored.items()}}
     return array_cache.build(cache_dir, key, write)
 
 
@@ -117,12 +134,15 @@ def dataset(cache_dir, batch_size, num_sample_frames=None,
 
     `frames` uint8 [B, T or N, D], `mask`, `labels` multi-hot over the
     vocabulary it was built with, `id`; frames sampled as that view samples
-    them (`views.video_frame_index`).
+    them (`views.video_frame_index`). A video-level cache yields float32
+    frames, one per video, as `views.video_level_dataset`.
     """
     manifest = array_cache.open_manifest(cache_dir, "video cache")
     num_videos = manifest["num_videos"]
+    stored = {name: np.dtype(dtype)
+              for name, dtype in manifest["dtypes"].items()}
     arrays = {
-        name: array_cache.open_array(cache_dir, name, STORED[name], shape)
+        name: array_cache.open_array(cache_dir, name, stored[name], shape)
         for name, shape in (
             ("frames", (manifest["num_frames"], manifest["feature_size"])),
             ("row_splits", (num_videos + 1,)),
@@ -135,7 +155,7 @@ def dataset(cache_dir, batch_size, num_sample_frames=None,
     def gather(index, flat_index):
         order = np.argsort(flat_index, axis=None)  # memory locality
         frames = np.empty(flat_index.shape + (manifest["feature_size"],),
-                          np.uint8)
+                          stored["frames"])
         frames.reshape(-1, frames.shape[-1])[order] = arrays["frames"][
             flat_index.ravel()[order]]
         starts = arrays["label_splits"][index]
@@ -155,7 +175,8 @@ def dataset(cache_dir, batch_size, num_sample_frames=None,
             first, num_frames, num_sample_frames, sample_random_frames, seed)
         frames, ids, labels, rows = tf.numpy_function(
             gather, [index, flat_index],
-            [tf.uint8, tf.string, tf.int64, tf.int64], stateful=False)
+            [tf.as_dtype(stored["frames"].type), tf.string, tf.int64,
+             tf.int64], stateful=False)
         frames.set_shape([None, None, manifest["feature_size"]])
         for vector in (ids, labels, rows):
             vector.set_shape([None])
