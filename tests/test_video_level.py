@@ -115,7 +115,7 @@ def test_synthetic_video_level_records_are_the_frame_means(data):
 def test_pretrain_on_video_level_records_then_read_frames(data, tmp_path,
                                                           cached):
     """A ResNetLike trained on mean_rgb/mean_audio runs on frame records."""
-    root, _ = data
+    root, summary = data
     train_dir = str(tmp_path / "video")
     cache_flags = [f"--video_cache_dir={tmp_path / 'cache'}"] if cached else []
     result = subprocess.run(
@@ -125,8 +125,8 @@ def test_pretrain_on_video_level_records_then_read_frames(data, tmp_path,
          f"--train_dir={train_dir}", "--model=ResNetLike",
          "--video_level_classifier_model=Logistic",
          "--model_hparams=resnet_branch_size=8,resnet_hidden_size=8",
-         "--batch_size=8", "--num_classes=100", "--num_epochs=1",
-         *cache_flags], capture_output=True, text=True, check=False)
+         "--batch_size=8", "--num_classes=100", "--num_epochs=8",
+         "--learning_rate=0.02", *cache_flags], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert os.path.exists(tmp_path / "cache" / "manifest.json") == cached
     with open(os.path.join(train_dir, "run_config.json")) as handle:
@@ -136,10 +136,39 @@ def test_pretrain_on_video_level_records_then_read_frames(data, tmp_path,
     assert config["feature_names"] == ["rgb", "audio"]
     assert config["frame_features"] is False
 
+    from yt8m_segments import cache as cache_lib
+    from yt8m_segments import inference
     from yt8m_segments import predict
     from yt8m_segments import run_artifacts
     run = run_artifacts.Run(train_dir)
     assert run.reads_mean_frame
+    if cached:
+        return  # the same run as without the cache, to what follows
+
+    # As a segment model (inference straight from the pretrained run): each
+    # test window is fed as its mean frame.
+    labels_file = tmp_path / "segment_labels.csv"
+    segment_classes = summary["segment_class_ids"]
+    labels_file.write_text("Index\n" + "".join(f"{c}\n" for c in
+                                                 segment_classes))
+    inference.infer(train_dir, str(root / "test-*.tfrecord"), None, 10, 16,
+                    segment_labels_file=str(labels_file),
+                    cache_dir=str(tmp_path / "probs"))
+    probs = cache_lib.ProbabilityCache.open(str(tmp_path / "probs"))
+    windows = next(iter(views.test_segment_dataset(
+        str(root / "test-*.tfrecord"), FeatureSpec(), 1000)))
+    mask = windows["mask"].numpy()
+    means = (windows["frames"].numpy() * mask[..., None]).sum(1) / mask.sum(
+        1, keepdims=True)
+    expected = run.model.predict({"frames": means[:, None],
+                                  "mask": np.ones((len(means), 1), bool)},
+                                 verbose=0)[:, segment_classes]
+    assert expected.std() > 0.01  # not a comparison of near-constants
+    row_of = {s: i for i, s in enumerate(probs.segment_ids.tolist())}
+    rows = [row_of[s] for s in windows["segment_id"].numpy().astype(str)]
+    assert sorted(rows) == list(range(len(row_of)))
+    np.testing.assert_allclose(probs.segment_probs[rows].astype(np.float32),
+                               expected, rtol=2e-3, atol=2e-4)
     video_level, = read_all(str(root / "train_video-*.tfrecord"), 100, 64)
     expected = dict(zip(video_level["id"].numpy().astype(str), run.model.predict(
         {"frames": video_level["frames"], "mask": video_level["mask"]},

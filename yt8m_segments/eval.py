@@ -102,7 +102,8 @@ def evaluate_model(eval_data_pattern, train_dir, k, batch_size=64,
         context_frames=run.context_frames(context_frames),
         quantized=True, **(input_options or {}))
     return validation.rated_segment_map(run.model, dataset, files, class_ids,
-                                        run.columns_for(class_ids), k)
+                                        run.columns_for(class_ids), k,
+                                        mean_frame=run.reads_mean_frame)
 
 
 def read_record_labels(files, compression="auto", batch_size=256):

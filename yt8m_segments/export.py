@@ -66,11 +66,17 @@ def _variables(model):
 
 
 class ServingModule(tf.Module):
-    """The exported graph: parsing + windowing + the model(s)."""
+    """The exported graph: parsing + windowing + the model(s).
+
+    `mean_frame` / `video_mean_frame`: feed the segment / video model each
+    window's / video's mean frame (a run trained on video-level records,
+    `Run.reads_mean_frame`), as inference does.
+    """
 
     def __init__(self, model, feature_spec, class_ids, columns,
                  context_frames=0, video_model=None, video_class_ids=None,
-                 video_columns=None, max_frames=300, video_mean_frame=False):
+                 video_columns=None, max_frames=300, mean_frame=False,
+                 video_mean_frame=False):
         super().__init__(name="yt8m_segments_serving")
         self._model = model
         self._model_variables = _variables(model)
@@ -80,6 +86,7 @@ class ServingModule(tf.Module):
         self._class_ids = tf.constant(class_ids, tf.int32)
         self._video_model = video_model
         self._max_frames = int(max_frames)
+        self._mean_frame = bool(mean_frame)
         self._video_mean_frame = bool(video_mean_frame)
         if video_model is not None:
             self._video_model_variables = _variables(video_model)
@@ -93,8 +100,10 @@ class ServingModule(tf.Module):
             tf.TensorSpec([None, None], tf.bool, name="mask")])
 
     def _segment_probabilities(self, frames, mask):
-        probabilities = self._model({"frames": frames, "mask": mask},
-                                    training=False)
+        inputs = {"frames": frames, "mask": mask}
+        if self._mean_frame:
+            inputs = parsing.mean_frame(inputs)
+        probabilities = self._model(inputs, training=False)
         return tf.gather(tf.cast(probabilities, tf.float32), self._columns,
                          axis=1)
 
@@ -168,7 +177,8 @@ def build_module(train_dir, video_train_dir=None, segment_labels_file=None,
     return ServingModule(run.model, run.feature_spec, class_ids,
                          run.columns_for(class_ids),
                          run.context_frames(context_frames),
-                         max_frames=max_frames, **video_kwargs)
+                         max_frames=max_frames,
+                         mean_frame=run.reads_mean_frame, **video_kwargs)
 
 
 def next_version(export_dir):

@@ -250,12 +250,14 @@ def build_cache(cache_dir, run, class_ids, files, batch_size, context_frames=0,
                      len(files) - len(todo), len(files))
     progress = Progress(len(files), len(files) - len(todo), log_every_n_batches)
     if todo:
-        per_video = use_windowed(run.model, context_frames)
+        per_video = (not run.reads_mean_frame
+                     and use_windowed(run.model, context_frames))
         if per_video:
             segments = predict.WindowedPredictor(run.model,
                                                  run.columns_for(class_ids))
         else:
-            segments = predict.Predictor(run.model, run.columns_for(class_ids))
+            segments = predict.Predictor(run.model, run.columns_for(class_ids),
+                                         mean_frame=run.reads_mean_frame)
         videos = (predict.Predictor(video_run.model, id_key="id",
                                     mean_frame=video_run.reads_mean_frame)
                   if video_run else None)

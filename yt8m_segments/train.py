@@ -243,7 +243,8 @@ def _validation(model, class_ids, columns, feature_spec, files):
         vocabulary_size=FLAGS.num_classes, context_frames=FLAGS.context_frames,
         files=files, quantized=True, **flag_defs.input_options())
     return lambda: validation.rated_segment_map(
-        model, dataset, files, class_ids, columns, FLAGS.segment_max_pred)
+        model, dataset, files, class_ids, columns, FLAGS.segment_max_pred,
+        mean_frame=not FLAGS.frame_features)
 
 
 def _validation_files():

@@ -19,11 +19,14 @@ def ground_truth_from_ratings(segment_ids, labels, rated, class_ids):
     return ground_truth
 
 
-def rated_segment_map(model, dataset, files, class_ids, columns, k):
+def rated_segment_map(model, dataset, files, class_ids, columns, k,
+                      mean_frame=False):
     """MAP@k of `model` over a rated-segment dataset (views.rated_segment_dataset).
 
     `columns` picks the model outputs of `class_ids`. Every rated segment is
     ranked per class, then unrated pairs are removed after truncation to k.
+    `mean_frame`: feed the model each window's mean frame (a run trained on
+    video-level records).
     """
     column_index = tf.constant(columns, tf.int32)
 
@@ -35,6 +38,8 @@ def rated_segment_map(model, dataset, files, class_ids, columns, k):
     ids, scores, labels, rated = [], [], [], []
     for batch in reader.iterate(dataset, files):
         inputs = parsing.model_inputs(batch)
+        if mean_frame:
+            inputs = parsing.mean_frame(inputs)
         scores.append(forward(inputs["frames"], inputs["mask"]).numpy())
         ids.append(batch["segment_id"].numpy())
         labels.append(batch["labels"].numpy())
