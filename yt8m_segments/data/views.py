@@ -1,6 +1,7 @@
 """tf.data views over the records: whole videos, rated segments, test windows.
 
-Records are parsed in batches (`parsing.parse_frame_batch`); every view yields
+Records are parsed in batches (`parsing.parse_frame_batch`, or
+`parse_video_level_batch` for the 2018 video-level records); every view yields
 dicts of dense tensors with a boolean `mask` over frames, so padding never
 enters pooled outputs or batch statistics downstream. `frames` are float32,
 zero where masked; with `quantized=True` they stay uint8 (a quarter of the
@@ -109,7 +110,7 @@ def video_dataset(pattern, feature_spec, num_classes, max_frames, batch_size,
                 "frames": parsing.gather_frames(parsed, flat_index),
                 "mask": mask,
                 "labels": multi_hot(labels.flat_values, labels.value_rowids(),
-                                     num_videos, num_classes)}
+                                    num_videos, num_classes)}
 
     dataset = _serialized(files, batch_size, shuffle, seed, repeat,
                           compression, skip_corrupt_records)
@@ -128,7 +129,8 @@ def video_level_dataset(pattern, feature_spec, num_classes, batch_size,
     `mask` [B, 1] all True, `labels` [B, num_classes] multi-hot, `id` [B].
     A model that averages the real frames (ResNetLike, average pooling)
     then sees exactly the video-level features, and any frame model trains
-    on them unchanged; applied to frame records later it sees their mean.
+    on them unchanged; on frame records later it is fed their mean frame
+    (`parsing.mean_frame`).
     """
     files = files or list_files(pattern)
 
@@ -142,7 +144,7 @@ def video_level_dataset(pattern, feature_spec, num_classes, batch_size,
                 "frames": parsed["features"][:, None, :],
                 "mask": tf.ones([num_videos, 1], tf.bool),
                 "labels": multi_hot(labels.flat_values, labels.value_rowids(),
-                                     num_videos, num_classes)}
+                                    num_videos, num_classes)}
 
     dataset = _serialized(files, batch_size, shuffle, seed, repeat,
                           compression, skip_corrupt_records)
