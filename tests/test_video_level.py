@@ -82,6 +82,16 @@ def test_frame_level_record_read_as_video_level_says_so(write_videos):
         read_all(path)
 
 
+def test_video_level_record_read_as_frames_says_so(write_video_level):
+    path = write_video_level([dict(video_id="vl00", labels=[1],
+                                   features=means(0))])
+    dataset = views.video_dataset(path, FeatureSpec(), 10, 300, 8)
+    with pytest.raises(reader.InputError,
+                       match=r"no frames .*--frame_features=false.*record: 0 "
+                             r"video id: vl00"):
+        list(reader.iterate(dataset, [path]))
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("video_level_data")

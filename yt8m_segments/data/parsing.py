@@ -89,7 +89,8 @@ def parse_frame_batch(files, indices, serialized, feature_spec,
     problems = [
         (tf.strings.length(ids) > 0, "record has no id"),
         (num_frames > 0, f"no frames (feature list '{feature_spec.names[0]}' "
-                         "missing or empty)"),
+                         "missing or empty; a 2018 video-level record is "
+                         "read by train.py --frame_features=false)"),
     ]
     for name, size in zip(feature_spec.names, feature_spec.sizes):
         ragged = sequences[name]
