@@ -114,3 +114,15 @@ def test_scaled_k():
     assert metrics.scaled_k(2392) == 116  # 115.99
     assert metrics.scaled_k(1) == 1
     assert metrics.scaled_k(0) == 1
+
+
+def test_gap_accumulated_in_uneven_blocks_equals_one_pass():
+    rng = np.random.default_rng(5)
+    predictions = rng.random((23, 9)).astype(np.float32)
+    predictions[3, :4] = 0.5  # ties inside a video's top-k
+    labels = rng.random((23, 9)) < 0.2
+    gap = metrics.GapAccumulator(4)
+    for start, stop in ((0, 1), (1, 10), (10, 10), (10, 23)):
+        gap.add(predictions[start:stop], labels[start:stop])
+    assert gap.result() == metrics.gap_at_k(predictions, labels, 4)
+    assert gap.num_positives == labels.sum()

@@ -241,3 +241,67 @@ def test_video_cache_of_video_level_records_yields_the_view(data, tmp_path):
             np.testing.assert_array_equal(got[key], value, err_msg=key)
     assert not video_cache.is_current(cache_dir, files, SPEC,
                                       vocabulary_size=100)
+
+
+@pytest.fixture(scope="module")
+def untrained_video_level_run(tmp_path_factory):
+    """A ResNetLike run over the 100-class vocabulary, marked as trained on
+    video-level records (weights as initialised: enough to compare paths)."""
+    import keras
+    from yt8m_segments import run_artifacts
+    from yt8m_segments.models.registry import ModelConfig, build_model
+    keras.utils.set_random_seed(3)
+    config = ModelConfig("ResNetLike", "Logistic", 100, 1152,
+                         {"resnet_branch_size": 16, "resnet_hidden_size": 16})
+    train_dir = str(tmp_path_factory.mktemp("gap_run"))
+    run_artifacts.save_run(train_dir, build_model(config), config,
+                           list(range(100)), FeatureSpec(),
+                           extra={"stage": "pretrain", "frame_features": False})
+    return train_dir
+
+
+def test_gap_of_a_model_on_frame_and_video_level_records(
+        data, untrained_video_level_run):
+    from yt8m_segments import eval as eval_lib
+    from yt8m_segments import metrics
+    from yt8m_segments import run_artifacts
+    from yt8m_segments.data import parsing
+    root, _ = data
+    frame_files = reader.list_files(str(root / "train-*.tfrecord"))
+    video_files = reader.list_files(str(root / "train_video-*.tfrecord"))
+    run = run_artifacts.Run(untrained_video_level_run)
+    # Reference: the whole arrays, the model on each video's mean frame,
+    # rounded to float16 as predictions are.
+    predictions, labels = [], []
+    for batch in views.video_dataset(None, FeatureSpec(), 100, 300, 7,
+                                     files=frame_files):
+        inputs = parsing.mean_frame(parsing.model_inputs(batch))
+        predictions.append(run.model(inputs, training=False).numpy().astype(
+            np.float16))
+        labels.append(batch["labels"].numpy())
+    predictions, labels = np.concatenate(predictions), np.concatenate(labels)
+    expected = metrics.gap_at_k(predictions, labels, 20)
+    assert 0 < expected < 1
+    on_frames = eval_lib.evaluate_model_gap(untrained_video_level_run,
+                                            frame_files, 20, batch_size=5,
+                                            num_classes=100)
+    assert on_frames == pytest.approx(expected, abs=1e-9)
+    # The video-level records hold those means: the same videos, ~same GAP.
+    on_means = eval_lib.evaluate_model_gap(untrained_video_level_run,
+                                           video_files, 20, batch_size=5,
+                                           num_classes=100,
+                                           frame_features=False)
+    assert on_means == pytest.approx(expected, abs=2e-3)
+
+
+def test_eval_command_prints_gap_last(data, untrained_video_level_run):
+    root, _ = data
+    result = subprocess.run(
+        [sys.executable, "-m", "yt8m_segments.eval", "--eval_metric=gap",
+         f"--train_dir={untrained_video_level_run}", "--num_classes=100",
+         f"--eval_data_pattern={root}/train_video-*.tfrecord",
+         "--frame_features=false"],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    name, value = result.stdout.strip().splitlines()[-1].split()
+    assert name == "GAP@20" and 0 < float(value) < 1

@@ -6,6 +6,12 @@ Submission mode:
 Model mode, on the rated segments of validate records:
   python -m yt8m_segments.eval --eval_data_pattern='validate-*.tfrecord' \
       --train_dir=F --segment_max_pred=K
+or, with --eval_metric=gap, GAP@--gap_k of the model's video-level
+predictions over whole videos (first --max_frames frames) against their
+video labels, as the 2018 challenge scored (the papers' base-model tables);
+--frame_features=false reads 2018 video-level records instead:
+  python -m yt8m_segments.eval --eval_metric=gap --train_dir=P \
+      --eval_data_pattern='validate-*.tfrecord'
 Cache mode, on a probability cache (inference's, an ensemble's, a stacker's);
 the rated pairs come from a ground-truth CSV or from validate records:
   python -m yt8m_segments.eval --cache_dir=D --ground_truth_file=G \
@@ -20,7 +26,7 @@ refinement drops leave the class lists.
 histogram and, when the cache has video probabilities, MAP@K against the
 top-k refinement's k (see report.py).
 The last line of stdout is `MAP@K <value>` (`GAP@20 <value>` when only a
-video cache is scored), so scripts can parse it.
+video cache or a model's GAP is scored), so scripts can parse it.
 """
 
 from absl import app
@@ -33,6 +39,7 @@ import tensorflow as tf
 from yt8m_segments import cache as cache_lib
 from yt8m_segments import flag_defs
 from yt8m_segments import metrics
+from yt8m_segments import predict
 from yt8m_segments import run_artifacts
 from yt8m_segments import validation
 from yt8m_segments import submission
@@ -55,6 +62,9 @@ flags.DEFINE_string("video_cache", None,
                     "GAP@--gap_k against the video labels of "
                     "--eval_data_pattern.")
 flags.DEFINE_integer("gap_k", 20, "k of GAP@k (the 2018 challenge: 20).")
+flags.DEFINE_enum("eval_metric", "map", ["map", "gap"],
+                  "Model mode: map (MAP@K on rated segments) or gap (GAP@k "
+                  "of video predictions against video labels).")
 flags.DEFINE_string("report_file", None,
                     "PNG report of a cache's evaluation (needs matplotlib).")
 
@@ -104,6 +114,40 @@ def evaluate_model(eval_data_pattern, train_dir, k, batch_size=64,
     return validation.rated_segment_map(run.model, dataset, files, class_ids,
                                         run.columns_for(class_ids), k,
                                         mean_frame=run.reads_mean_frame)
+
+
+def evaluate_model_gap(train_dir, files, k=20, batch_size=64,
+                       num_classes=3862, max_frames=300, frame_features=True,
+                       input_options=None):
+    """GAP@k of the model in `train_dir` over whole videos of `files`.
+
+    Frame records (first `max_frames` frames), or 2018 video-level records
+    (`frame_features=False`, features `mean_<name>`). Streamed: only each
+    video's top-k predictions are kept. Every video label counts as a
+    positive, also one outside the model's classes.
+    """
+    run = run_artifacts.Run(train_dir)
+    if frame_features:
+        dataset = views.video_dataset(
+            None, run.feature_spec, num_classes, max_frames, batch_size,
+            files=files, quantized=True, **(input_options or {}))
+    else:
+        dataset = views.video_level_dataset(
+            None, run.feature_spec.video_level(), num_classes, batch_size,
+            files=files, **(input_options or {}))
+    columns = np.asarray(run.class_ids)
+    gap = metrics.GapAccumulator(k)
+    num_positives = 0
+    predictor = predict.Predictor(run.model, id_key="id",
+                                  mean_frame=run.reads_mean_frame)
+    for _, probabilities, extras in predictor.batches(dataset, files,
+                                                      ("labels",)):
+        labels = extras["labels"]
+        num_positives += int(np.count_nonzero(labels))
+        gap.add(probabilities, labels[:, columns])
+    if not gap.scores:
+        raise ValueError(f"no video in {list(files)}")
+    return gap.result(num_positives)
 
 
 def read_record_labels(files, compression="auto", batch_size=256):
@@ -287,6 +331,15 @@ def main(argv):
         if not (FLAGS.eval_data_pattern and FLAGS.train_dir):
             raise app.UsageError(
                 "model mode needs both --eval_data_pattern and --train_dir")
+        if FLAGS.eval_metric == "gap":
+            value = evaluate_model_gap(
+                FLAGS.train_dir,
+                flag_defs.data_files(FLAGS.eval_data_pattern, holdout=True),
+                FLAGS.gap_k, FLAGS.batch_size, FLAGS.num_classes,
+                FLAGS.max_frames, FLAGS.frame_features,
+                flag_defs.input_options())
+            print(f"GAP@{FLAGS.gap_k} {value:.6f}")
+            return
         value = evaluate_model(
             FLAGS.eval_data_pattern, FLAGS.train_dir, k, FLAGS.batch_size,
             FLAGS.segment_labels_file, FLAGS.num_classes,

@@ -43,6 +43,18 @@ flags.DEFINE_enum("compression", "auto", ["auto", "none", "GZIP"],
 flags.DEFINE_bool("skip_corrupt_records", False,
                   "Skip records that fail their checksums (and the tails of "
                   "truncated files), reporting the count, instead of failing.")
+flags.DEFINE_bool("frame_features", True,
+                  "Whole-video input (train.py pretraining, eval.py "
+                  "--eval_metric=gap): frame-level records (--feature_names="
+                  "rgb,audio); false: the 2018 video-level records "
+                  "(tf.train.Example, --feature_names=mean_rgb,mean_audio), "
+                  "each video one frame of its means, for video-level models "
+                  "like ResNetLike. A run trained so stores the frame "
+                  "features they average (rgb, audio), so later stages read "
+                  "frame records.")
+flags.DEFINE_integer("max_frames", 300,
+                     "Frames read per whole video (pretraining, GAP "
+                     "evaluation).")
 flags.DEFINE_integer("num_folds", 1,
                      "Split the files into this many folds by file (file i "
                      "is in fold i % num_folds); 6 gives the 5/6 vs 1/6 split.")

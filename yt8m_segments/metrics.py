@@ -86,27 +86,46 @@ def gap_at_k(predictions, labels, k=20, num_positives=None, block_rows=4096):
     predictions: [V, C] scores (may be a float16 memmap; read in blocks).
     labels: [V, C] multi-hot (bool or 0/1).
     """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
     if predictions.ndim != 2 or labels.shape != predictions.shape:
         raise ValueError(f"predictions {predictions.shape} and labels "
                          f"{labels.shape} must both be [videos, classes]")
-    k = min(k, predictions.shape[1])
-    scores, hits = [], []
+    gap = GapAccumulator(k)
     for start in range(0, predictions.shape[0], block_rows):
-        block = np.asarray(predictions[start:start + block_rows], np.float32)
+        gap.add(predictions[start:start + block_rows],
+                labels[start:start + block_rows])
+    return gap.result(num_positives)
+
+
+class GapAccumulator:
+    """`gap_at_k` over videos given block by block: keeps only each video's
+    top-k (score, hit) pairs, so the [V, C] predictions are never held."""
+
+    def __init__(self, k=20):
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.k = k
+        self.scores, self.hits = [], []
+        self.num_positives = 0
+
+    def add(self, predictions, labels):
+        """[b, C] scores and [b, C] multi-hot labels of the next videos."""
+        block = np.asarray(predictions, np.float32)
         if np.isnan(block).any():
             raise ValueError("predictions contain NaN")
-        top = np.argsort(-block, axis=1, kind="stable")[:, :k]
-        scores.append(np.take_along_axis(block, top, axis=1).ravel())
-        hits.append(np.take_along_axis(
-            np.asarray(labels[start:start + block_rows]) > 0, top,
-            axis=1).ravel())
-    if num_positives is None:
-        num_positives = int(np.count_nonzero(np.asarray(labels) > 0))
-    if num_positives == 0 or not scores:
-        return 0.0
-    scores = np.concatenate(scores)
-    hits = np.concatenate(hits)[np.argsort(-scores, kind="stable")]
-    ranks = np.flatnonzero(hits) + 1
-    return float(np.sum(np.arange(1, len(ranks) + 1) / ranks) / num_positives)
+        positive = np.asarray(labels) > 0
+        top = np.argsort(-block, axis=1, kind="stable")[:, :self.k]
+        self.scores.append(np.take_along_axis(block, top, axis=1).ravel())
+        self.hits.append(np.take_along_axis(positive, top, axis=1).ravel())
+        self.num_positives += int(np.count_nonzero(positive))
+
+    def result(self, num_positives=None):
+        """GAP@k; `num_positives` overrides the count of the labels given."""
+        if num_positives is None:
+            num_positives = self.num_positives
+        if num_positives == 0 or not self.scores:
+            return 0.0
+        scores = np.concatenate(self.scores)
+        hits = np.concatenate(self.hits)[np.argsort(-scores, kind="stable")]
+        ranks = np.flatnonzero(hits) + 1
+        return float(np.sum(np.arange(1, len(ranks) + 1) / ranks)
+                     / num_positives)

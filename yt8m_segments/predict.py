@@ -43,6 +43,19 @@ class Predictor:
         return (self._forward(inputs["frames"], inputs["mask"]),
                 batch[self.id_key])
 
+    def batches(self, dataset, files, extra_keys=()):
+        """Yields (ids [b] bytes, float16 [b, C], {key: [b, ...]}) per batch,
+        `extra_keys` taken from the batch (numpy)."""
+        for batch in reader.iterate(dataset, files):
+            probabilities, batch_ids = self._forward_batch(batch)
+            extras = {}
+            for key in extra_keys:
+                values = batch[key]
+                if "segment_mask" in batch and key not in ("frames", "mask"):
+                    values = tf.boolean_mask(values, batch["segment_mask"])
+                extras[key] = values.numpy()
+            yield batch_ids.numpy(), probabilities.numpy(), extras
+
     def predict(self, dataset, files, extra_keys=(), on_batch=None,
                 allow_empty=False):
         """(ids as str array [N], float16 [N, C], dict of `extra_keys` arrays).
@@ -51,15 +64,12 @@ class Predictor:
         """
         ids, chunks = [], []
         extras = {key: [] for key in extra_keys}
-        for batch in reader.iterate(dataset, files):
-            probabilities, batch_ids = self._forward_batch(batch)
-            chunks.append(probabilities.numpy())
-            ids.append(batch_ids.numpy())
-            for key in extra_keys:
-                values = batch[key]
-                if "segment_mask" in batch and key not in ("frames", "mask"):
-                    values = tf.boolean_mask(values, batch["segment_mask"])
-                extras[key].append(values.numpy())
+        for batch_ids, probabilities, batch_extras in self.batches(
+                dataset, files, extra_keys):
+            chunks.append(probabilities)
+            ids.append(batch_ids)
+            for key, values in batch_extras.items():
+                extras[key].append(values)
             if on_batch is not None:
                 on_batch(len(ids[-1]))
         if not ids:

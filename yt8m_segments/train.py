@@ -53,14 +53,6 @@ flags.DEFINE_multi_string(
     "Model hyperparameters over the model's paper defaults: key=value,... or "
     "a JSON object; repeatable, later ones win (python -m "
     "yt8m_segments.models --list; keys in yt8m_segments/models/registry.py).")
-flags.DEFINE_bool("frame_features", True,
-                  "Pretraining input: frame-level records (--feature_names="
-                  "rgb,audio); false: the 2018 video-level records "
-                  "(tf.train.Example, --feature_names=mean_rgb,mean_audio), "
-                  "each video one frame of its means, for video-level models "
-                  "like ResNetLike. The run stores the frame features they "
-                  "average (rgb, audio), so later stages read frame records.")
-flags.DEFINE_integer("max_frames", 300, "Frames read per video (pretraining).")
 flags.DEFINE_integer("num_sample_frames", None,
                      "Pretraining: train on this many frames per video instead "
                      "of all (the starter DBoF used 30, the 4th-place paper 15).")

@@ -33,6 +33,13 @@ class FeatureSpec:
         return FeatureSpec(tuple(name[len(prefix):] if name.startswith(prefix)
                                  else name for name in self.names), self.sizes)
 
+    def video_level(self):
+        """The video-level record features (`mean_rgb`) that average these."""
+        prefix = records.VIDEO_LEVEL_PREFIX
+        return FeatureSpec(tuple(name if name.startswith(prefix)
+                                 else prefix + name for name in self.names),
+                           self.sizes)
+
     @classmethod
     def from_flags(cls, feature_names, feature_sizes):
         """From comma-separated strings (or lists) as the flags give them."""
