@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -121,13 +122,8 @@ def test_synthetic_video_level_records_are_the_frame_means(data):
             frame_level["labels"].numpy()[b])
 
 
-@pytest.mark.parametrize("cached", [False, True])
-def test_pretrain_on_video_level_records_then_read_frames(data, tmp_path,
-                                                          cached):
-    """A ResNetLike trained on mean_rgb/mean_audio runs on frame records."""
-    root, summary = data
-    train_dir = str(tmp_path / "video")
-    cache_flags = [f"--video_cache_dir={tmp_path / 'cache'}"] if cached else []
+def pretrain_video_level(root, train_dir, *extra_flags):
+    """train.py on the video-level records, a tiny ResNetLike; its log."""
     result = subprocess.run(
         [sys.executable, "-m", "yt8m_segments.train", "--stage=pretrain",
          "--frame_features=false", "--feature_names=mean_rgb,mean_audio",
@@ -135,9 +131,21 @@ def test_pretrain_on_video_level_records_then_read_frames(data, tmp_path,
          f"--train_dir={train_dir}", "--model=ResNetLike",
          "--video_level_classifier_model=Logistic",
          "--model_hparams=resnet_branch_size=8,resnet_hidden_size=8",
-         "--batch_size=8", "--num_classes=100", "--num_epochs=8",
-         "--learning_rate=0.02", *cache_flags], capture_output=True, text=True, check=False)
+         "--num_classes=100", *extra_flags],
+        capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_pretrain_on_video_level_records_then_read_frames(data, tmp_path,
+                                                          cached):
+    """A ResNetLike trained on mean_rgb/mean_audio runs on frame records."""
+    root, summary = data
+    train_dir = str(tmp_path / "video")
+    cache_flags = [f"--video_cache_dir={tmp_path / 'cache'}"] if cached else []
+    pretrain_video_level(root, train_dir, "--batch_size=8", "--num_epochs=8",
+                         "--learning_rate=0.02", *cache_flags)
     assert os.path.exists(tmp_path / "cache" / "manifest.json") == cached
     with open(os.path.join(train_dir, "run_config.json")) as handle:
         config = json.load(handle)
@@ -305,3 +313,22 @@ def test_eval_command_prints_gap_last(data, untrained_video_level_run):
     assert result.returncode == 0, result.stderr[-3000:]
     name, value = result.stdout.strip().splitlines()[-1].split()
     assert name == "GAP@20" and 0 < float(value) < 1
+
+
+def test_pretraining_validates_by_gap_on_a_held_out_fold(data, tmp_path):
+    root, _ = data
+    train_dir = tmp_path / "run"
+    log = pretrain_video_level(root, train_dir, "--batch_size=4",
+                               "--num_epochs=2", "--num_folds=2",
+                               "--eval_metric=gap", "--eval_every_steps=2")
+    scores = [float(value) for value in re.findall(
+        r"validation GAP ([0-9.]+)", log)]
+    assert len(scores) >= 2 and all(0 < s <= 1 for s in scores)
+    assert (train_dir / "best" / "model.keras").exists()
+    # The score is the eval command's on the held-out file (fold 0: file 0).
+    from yt8m_segments import eval as eval_lib
+    best = eval_lib.evaluate_model_gap(
+        str(train_dir / "best"),
+        reader.list_files(str(root / "train_video-*.tfrecord"))[:1],
+        batch_size=4, num_classes=100, frame_features=False)
+    assert best == pytest.approx(max(scores), abs=1e-4)

@@ -39,7 +39,6 @@ import tensorflow as tf
 from yt8m_segments import cache as cache_lib
 from yt8m_segments import flag_defs
 from yt8m_segments import metrics
-from yt8m_segments import predict
 from yt8m_segments import run_artifacts
 from yt8m_segments import validation
 from yt8m_segments import submission
@@ -61,10 +60,6 @@ flags.DEFINE_string("video_cache", None,
                     "Probability cache whose video probabilities to score by "
                     "GAP@--gap_k against the video labels of "
                     "--eval_data_pattern.")
-flags.DEFINE_integer("gap_k", 20, "k of GAP@k (the 2018 challenge: 20).")
-flags.DEFINE_enum("eval_metric", "map", ["map", "gap"],
-                  "Model mode: map (MAP@K on rated segments) or gap (GAP@k "
-                  "of video predictions against video labels).")
 flags.DEFINE_string("report_file", None,
                     "PNG report of a cache's evaluation (needs matplotlib).")
 
@@ -127,27 +122,11 @@ def evaluate_model_gap(train_dir, files, k=20, batch_size=64,
     positive, also one outside the model's classes.
     """
     run = run_artifacts.Run(train_dir)
-    if frame_features:
-        dataset = views.video_dataset(
-            None, run.feature_spec, num_classes, max_frames, batch_size,
-            files=files, quantized=True, **(input_options or {}))
-    else:
-        dataset = views.video_level_dataset(
-            None, run.feature_spec.video_level(), num_classes, batch_size,
-            files=files, **(input_options or {}))
-    columns = np.asarray(run.class_ids)
-    gap = metrics.GapAccumulator(k)
-    num_positives = 0
-    predictor = predict.Predictor(run.model, id_key="id",
-                                  mean_frame=run.reads_mean_frame)
-    for _, probabilities, extras in predictor.batches(dataset, files,
-                                                      ("labels",)):
-        labels = extras["labels"]
-        num_positives += int(np.count_nonzero(labels))
-        gap.add(probabilities, labels[:, columns])
-    if not gap.scores:
-        raise ValueError(f"no video in {list(files)}")
-    return gap.result(num_positives)
+    dataset = validation.whole_video_dataset(
+        files, run.feature_spec, num_classes, batch_size, max_frames,
+        frame_features, input_options)
+    return validation.video_gap(run.model, dataset, files, run.class_ids, k,
+                                mean_frame=run.reads_mean_frame)
 
 
 def read_record_labels(files, compression="auto", batch_size=256):

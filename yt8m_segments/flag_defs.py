@@ -55,6 +55,13 @@ flags.DEFINE_bool("frame_features", True,
 flags.DEFINE_integer("max_frames", 300,
                      "Frames read per whole video (pretraining, GAP "
                      "evaluation).")
+flags.DEFINE_enum("eval_metric", "map", ["map", "gap"],
+                  "How eval.py scores a model and train.py validates: map "
+                  "(MAP@K on the rated segments of --eval_data_pattern) or "
+                  "gap (GAP@--gap_k of the video predictions over whole "
+                  "videos against their video labels, as the 2018 challenge; "
+                  "pretraining).")
+flags.DEFINE_integer("gap_k", 20, "k of GAP@k (the 2018 challenge: 20).")
 flags.DEFINE_integer("num_folds", 1,
                      "Split the files into this many folds by file (file i "
                      "is in fold i % num_folds); 6 gives the 5/6 vs 1/6 split.")

@@ -239,8 +239,18 @@ def _validation(model, class_ids, columns, feature_spec, files):
         mean_frame=not FLAGS.frame_features)
 
 
+def _gap_validation(model, class_ids, feature_spec, files):
+    """A callable giving GAP@--gap_k of the video predictions over `files`."""
+    dataset = validation.whole_video_dataset(
+        files, feature_spec, FLAGS.num_classes, FLAGS.batch_size,
+        FLAGS.max_frames, FLAGS.frame_features, flag_defs.input_options())
+    return lambda: validation.video_gap(model, dataset, files, class_ids,
+                                        FLAGS.gap_k)
+
+
 def _validation_files():
-    if FLAGS.num_folds > 1 and FLAGS.frame_features:
+    if FLAGS.num_folds > 1 and (FLAGS.frame_features
+                                or FLAGS.eval_metric == "gap"):
         return flag_defs.data_files(FLAGS.train_data_pattern, holdout=True)
     if FLAGS.eval_data_pattern:
         return views.list_files(FLAGS.eval_data_pattern)
@@ -252,6 +262,9 @@ def main(argv):
     for name in ("train_data_pattern", "train_dir"):
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
+    if FLAGS.eval_metric == "gap" and FLAGS.stage != "pretrain":
+        raise app.UsageError("--eval_metric=gap validates pretraining; "
+                             "fine-tuning validates by MAP@K")
     if not FLAGS.frame_features and FLAGS.stage != "pretrain":
         raise app.UsageError("--frame_features=false is for --stage=pretrain: "
                              "fine-tuning reads rated segments of frame-level "
@@ -379,7 +392,10 @@ def main(argv):
 
     validate = None
     validation_files = _validation_files()
-    if validation_files:
+    if validation_files and FLAGS.eval_metric == "gap":
+        validate = _gap_validation(model, class_ids, feature_spec,
+                                   validation_files)
+    elif validation_files:
         segment_classes = (class_ids if FLAGS.stage == "finetune" else
                            classes.resolve_segment_label_ids(
                                FLAGS.segment_labels_file,
@@ -400,6 +416,7 @@ def main(argv):
         log_every_steps=FLAGS.log_every_steps, validate=validate,
         eval_every_steps=FLAGS.eval_every_steps,
         after_step=(lambda: teacher.update(model)) if teacher else None,
+        validation_metric=FLAGS.eval_metric.upper(),
         extra_state={"mean_teacher": teacher.model} if teacher else None)
     trainer.restore()
     steps = trainer.fit(make_dataset, FLAGS.num_epochs, FLAGS.max_steps)

@@ -5,8 +5,9 @@ do the multi-worker case). It keeps, under `train_dir`:
 - `checkpoints/`: tf.train checkpoints (model, optimizer with its EMA, step,
   epoch) every `checkpoint_every_steps`, written by TF's CheckpointManager,
   which renames into place; plus `ckpt-<step>.weights.h5` raw weights for SWA.
-- `summaries/`: TensorBoard scalars (loss, learning rate, validation MAP).
-- `best/`: the run with the best validation MAP so far.
+- `summaries/`: TensorBoard scalars (loss, learning rate, validation MAP or
+  GAP).
+- `best/`: the run with the best validation score so far.
 A rerun of the same command restores the last checkpoint and skips the
 batches already seen in the current epoch (each epoch's order depends only
 on the seed and the epoch), so a SIGKILL loses at most the steps since the
@@ -66,7 +67,8 @@ class Trainer:
       forward: the model to run in training (a mixture's training model, or
         `model` itself).
       save_run: callable(directory) writing a loadable run (model + config).
-      validate: optional callable() -> validation MAP, run with EMA weights.
+      validate: optional callable() -> validation score (higher is better),
+        run with EMA weights; `validation_metric` names it ("MAP", "GAP").
       after_step: optional callable() run after each optimizer step (inside
         the replica function), e.g. a mean teacher's EMA update.
       extra_state: more trackables to checkpoint (e.g. the teacher model).
@@ -76,7 +78,7 @@ class Trainer:
                  learning_rate, global_batch_size, save_run, ema_momentum=None,
                  checkpoint_every_steps=500, keep_checkpoints=5,
                  log_every_steps=50, validate=None, eval_every_steps=None,
-                 after_step=None, extra_state=None):
+                 after_step=None, extra_state=None, validation_metric="MAP"):
         self.strategy = strategy
         self.model = model
         self.forward = forward
@@ -85,6 +87,7 @@ class Trainer:
         self.global_batch_size = global_batch_size
         self.save_run = save_run
         self.validate = validate
+        self.validation_metric = validation_metric
         self.eval_every_steps = eval_every_steps
         self.after_step = after_step
         self.checkpoint_every_steps = checkpoint_every_steps
@@ -171,9 +174,11 @@ class Trainer:
         with ema_weights(self.optimizer):
             value = self.validate()
             with self.writer.as_default():
-                tf.summary.scalar("validation_map", value, step=self.step)
-            logging.info("step %d: validation MAP %.4f (best %.4f)",
-                         int(self.step.numpy()), value,
+                tf.summary.scalar(
+                    f"validation_{self.validation_metric.lower()}", value,
+                    step=self.step)
+            logging.info("step %d: validation %s %.4f (best %.4f)",
+                         int(self.step.numpy()), self.validation_metric, value,
                          max(value, float(self.best_map.numpy())))
             if value > float(self.best_map.numpy()):
                 self.best_map.assign(value)

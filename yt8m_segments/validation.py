@@ -1,11 +1,14 @@
-"""MAP@K of a model on rated segments, as the challenge scores a submission."""
+"""A model's score on validation records: MAP@K on rated segments, as the
+challenge scores a submission, or GAP@k of its video-level predictions."""
 
 import numpy as np
 import tensorflow as tf
 
 from yt8m_segments import metrics
+from yt8m_segments import predict
 from yt8m_segments.data import parsing
 from yt8m_segments.data import reader
+from yt8m_segments.data import views
 
 
 def ground_truth_from_ratings(segment_ids, labels, rated, class_ids):
@@ -52,3 +55,40 @@ def rated_segment_map(model, dataset, files, class_ids, columns, k,
     ranked = metrics.ranked_from_scores(segment_ids, np.concatenate(scores),
                                         class_ids, k)
     return metrics.segment_map_at_k(ranked, ground_truth, k)
+
+
+def video_gap(model, dataset, files, class_ids, k=20, mean_frame=False):
+    """GAP@k of `model` (outputs over `class_ids`) over a whole-video dataset.
+
+    `dataset`: `views.video_dataset` or `video_level_dataset` (labels over
+    the vocabulary). Streamed: only each video's top-k predictions are kept.
+    Every video label counts as a positive, also one outside `class_ids`.
+    `mean_frame`: feed the model each video's mean frame.
+    """
+    columns = np.asarray(class_ids)
+    gap = metrics.GapAccumulator(k)
+    num_positives = 0
+    predictor = predict.Predictor(model, id_key="id", mean_frame=mean_frame)
+    for _, probabilities, extras in predictor.batches(dataset, files,
+                                                      ("labels",)):
+        labels = extras["labels"]
+        num_positives += int(np.count_nonzero(labels))
+        gap.add(probabilities, labels[:, columns])
+    if not gap.scores:
+        raise ValueError(f"no video to validate on in {list(files)}")
+    return gap.result(num_positives)
+
+
+def whole_video_dataset(files, feature_spec, num_classes, batch_size,
+                        max_frames=300, frame_features=True,
+                        input_options=None):
+    """The videos of `files` whole, for `video_gap`: frame records (first
+    `max_frames` frames, quantized) or 2018 video-level records
+    (`frame_features=False`: the `mean_<name>` features of `feature_spec`)."""
+    if frame_features:
+        return views.video_dataset(None, feature_spec, num_classes,
+                                   max_frames, batch_size, files=files,
+                                   quantized=True, **(input_options or {}))
+    return views.video_level_dataset(None, feature_spec.video_level(),
+                                     num_classes, batch_size, files=files,
+                                     **(input_options or {}))
