@@ -14,9 +14,10 @@ flags.DEFINE_string("train_dir", None,
                     "by inference.py, eval.py and export.")
 flags.DEFINE_integer("batch_size", 64, "Examples per batch.")
 flags.DEFINE_string("eval_data_pattern", None,
-                    "Validate records with rated segments: eval.py scores a "
-                    "model (or a cache's rated pairs and video labels) on "
-                    "them; train.py validates on them every "
+                    "Validate records with rated segments (or, with "
+                    "--eval_metric=gap, any records with video labels): "
+                    "eval.py scores a model (or a cache's rated pairs and "
+                    "video labels) on them; train.py validates on them every "
                     "--eval_every_steps (with --num_folds > 1 the held-out "
                     "fold is used instead).")
 flags.DEFINE_string("feature_names", ",".join(records.DEFAULT_FEATURE_NAMES),
