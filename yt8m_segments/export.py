@@ -53,8 +53,8 @@ flags.DEFINE_string("export_dir", None,
 flags.DEFINE_integer("export_version", None,
                      "Version directory to write; default: one more than the "
                      "largest existing integer version (1 if none).")
-flags.DEFINE_integer("export_max_frames", 300,
-                     "Frames of each video the video-level model reads.")
+# Frames of each video the video-level model reads: --max_frames.
+flags.DEFINE_alias("export_max_frames", "max_frames")
 
 SEGMENT_FRAMES = views.SEGMENT_FRAMES
 _VERSION_RE = re.compile(r"^\d+$")
@@ -227,7 +227,7 @@ def main(argv):
             raise app.UsageError(f"--{name} is required")
     path = export(FLAGS.train_dir, FLAGS.export_dir, FLAGS.video_train_dir,
                   FLAGS.export_version, FLAGS.segment_labels_file,
-                  flag_defs.context_frames_override(), FLAGS.export_max_frames)
+                  flag_defs.context_frames_override(), FLAGS.max_frames)
     logging.info("exported %s", path)
     print(path)
 

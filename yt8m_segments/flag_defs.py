@@ -54,8 +54,10 @@ flags.DEFINE_bool("frame_features", True,
                   "features they average (rgb, audio), so later stages read "
                   "frame records.")
 flags.DEFINE_integer("max_frames", 300,
-                     "Frames read per whole video (pretraining, GAP "
-                     "evaluation).")
+                     "Frames read per whole video: pretraining, GAP "
+                     "evaluation, the video-level probabilities of inference "
+                     "(alias --video_max_frames) and export (alias "
+                     "--export_max_frames).")
 flags.DEFINE_enum("eval_metric", "map", ["map", "gap"],
                   "How eval.py scores a model and train.py validates: map "
                   "(MAP@K on the rated segments of --eval_data_pattern) or "

@@ -14,7 +14,7 @@ Caches (yt8m_segments/cache.py). With --cache_dir=D each input file's
 predictions land in D/parts/<file basename>.npz (atomic); a rerun skips the
 files whose part exists (written by the same model), then the parts are
 assembled into the cache in D. --video_train_dir adds whole-video
-probabilities of that run (all its classes, up to --video_max_frames frames
+probabilities of that run (all its classes, up to --max_frames frames
 per video). Without --cache_dir the cache goes to a temporary directory; the
 submission is always selected from the cache, so CSV and cache agree.
 
@@ -68,8 +68,8 @@ flags.DEFINE_list("merge_caches", None,
 flags.DEFINE_string("from_cache", None,
                     "Write --output_file from this existing cache (no model "
                     "is run).")
-flags.DEFINE_integer("video_max_frames", 300,
-                     "Frames per video read for the video-level probabilities.")
+# Frames per video read for the video-level probabilities: --max_frames.
+flags.DEFINE_alias("video_max_frames", "max_frames")
 flags.DEFINE_integer("log_every_n_batches", 50,
                      "Progress line every this many batches.")
 
@@ -397,7 +397,7 @@ def main(argv):
           FLAGS.segment_max_pred, FLAGS.batch_size, FLAGS.segment_labels_file,
           flag_defs.context_frames_override(), flag_defs.input_options(),
           FLAGS.cache_dir, FLAGS.video_train_dir, FLAGS.num_shards,
-          FLAGS.shard_index, refine_options, FLAGS.video_max_frames,
+          FLAGS.shard_index, refine_options, FLAGS.max_frames,
           FLAGS.num_classes, FLAGS.log_every_n_batches)
 
 
