@@ -44,6 +44,16 @@ def concatenated(dataset):
     return examples
 
 
+def per_video(dataset):
+    """{video id: (its real frames, its labels)} of a whole-video dataset."""
+    videos = {}
+    for batch in dataset.as_numpy_iterator():
+        for video_id, frames, mask, labels in zip(
+                batch["id"], batch["frames"], batch["mask"], batch["labels"]):
+            videos[video_id.decode()] = (frames[mask], labels)
+    return videos
+
+
 def test_cache_yields_the_records_view(tmp_path, two_files):
     cache_dir = str(tmp_path / "cache")
     manifest = video_cache.build(cache_dir, two_files, SPEC, max_frames=30,
@@ -57,12 +67,50 @@ def test_cache_yields_the_records_view(tmp_path, two_files):
     for key, spec in view.element_spec.items():
         assert cached.element_spec[key].dtype == spec.dtype, key
         assert cached.element_spec[key].shape.is_compatible_with(spec.shape)
-    expected_batches = list(view.as_numpy_iterator())
-    got_batches = list(cached.as_numpy_iterator())
-    assert len(got_batches) == len(expected_batches) == 2
-    for expected, got in zip(expected_batches, got_batches):
-        for key, value in expected.items():
-            np.testing.assert_array_equal(got[key], value, err_msg=key)
+    expected, got = per_video(view), per_video(cached)
+    assert sorted(got) == sorted(expected) == sorted(LENGTHS)
+    for video_id, (frames, labels) in expected.items():
+        np.testing.assert_array_equal(got[video_id][0], frames)
+        np.testing.assert_array_equal(got[video_id][1], labels)
+    # Videos in file order, each file's in record order; padded batches as
+    # the view pads them (the last real frame repeated, masked).
+    batch = next(iter(video_cache.dataset(cache_dir, 5)))
+    assert batch["id"].numpy().astype(str).tolist() == [
+        "vid0", "vid1", "none", "vid2", "vid3"]
+    assert batch["frames"].shape == (5, 30, 1152)
+    np.testing.assert_array_equal(batch["frames"][1, 7:],
+                                  np.broadcast_to(batch["frames"][1, 6],
+                                                  (23, 1152)))
+    assert batch["mask"].numpy().sum(axis=1).tolist() == [23, 7, 9, 30, 12]
+
+
+def test_killed_build_resumes_without_reading_finished_files(
+        tmp_path, two_files, monkeypatch):
+    cache_dir = str(tmp_path / "cache")
+    read = []
+    video_dataset = views.video_dataset
+    monkeypatch.setattr(views, "video_dataset", lambda *a, **k: read.append(
+        k["files"]) or video_dataset(*a, **k))
+    write_arrays = video_cache._write_arrays  # pylint: disable=protected-access
+
+    def killed_on_the_second_file(writer, batches):
+        if len(read) == 2:
+            raise KeyboardInterrupt
+        return write_arrays(writer, batches)
+    monkeypatch.setattr(video_cache, "_write_arrays", killed_on_the_second_file)
+    with pytest.raises(KeyboardInterrupt):
+        video_cache.build(cache_dir, two_files, SPEC,
+                          vocabulary_size=VOCABULARY)
+    assert not video_cache.is_current(cache_dir, two_files, SPEC,
+                                      vocabulary_size=VOCABULARY)
+    monkeypatch.setattr(video_cache, "_write_arrays", write_arrays)
+    read.clear()
+    video_cache.build(cache_dir, two_files, SPEC, vocabulary_size=VOCABULARY)
+    assert read == [[two_files[1]]]  # the first file's part was kept
+    assert sorted(per_video(video_cache.dataset(cache_dir, 2))) == \
+        sorted(LENGTHS)
+    assert sorted(os.listdir(tmp_path)) == ["a.tfrecord", "b.tfrecord",
+                                            "cache"]
 
 
 @pytest.mark.parametrize("random_frames", [False, True])
@@ -135,7 +183,9 @@ def test_bad_record_fails_like_the_records_view(tmp_path, write_videos):
                        match=r"label id outside.*record: 1 video id: oops"):
         video_cache.build(str(tmp_path / "cache"), [path], SPEC,
                           vocabulary_size=VOCABULARY)
-    assert os.listdir(tmp_path) == [os.path.basename(path)]
+    # No cache, and no finished part of the bad file for a rerun to keep.
+    assert "cache" not in os.listdir(tmp_path)
+    assert not os.path.exists(tmp_path / "cache.tmp" / "parts" / "00000")
 
 
 def test_pretraining_from_the_cache(tmp_path):

@@ -41,8 +41,7 @@ def read_manifest(cache_dir):
     path = os.path.join(cache_dir, MANIFEST)
     if not os.path.exists(path):
         return None
-    with open(path) as handle:
-        return json.load(handle)
+    return _read_json(path)
 
 
 def is_current(cache_dir, key):
@@ -90,19 +89,31 @@ class Writer:
         self._handles[name + ".txt"].write(b"".join(s + b"\n" for s in lines))
 
 
-def build(cache_dir, key, write):
+KEY_FILE = "key.json"
+PARTS = "parts"
+PART_SIZES = "sizes.json"
+
+
+def build(cache_dir, key, write, resumable=False):
     """Runs `write(directory)` into a temporary directory, then moves it to
     `cache_dir` (replacing an older cache) with a manifest of `key` and what
     `write` returned (a dict of sizes). Returns the manifest.
+
+    `resumable`: the temporary directory outlives a failed or killed build
+    and a rerun with the same key goes on in it (`write` skips the parts it
+    finished: `build_part`); one with another key starts afresh.
     """
     cache_dir = cache_dir.rstrip("/")
     tmp_dir = cache_dir + ".tmp"
-    shutil.rmtree(tmp_dir, ignore_errors=True)  # a killed build's leftovers
-    os.makedirs(tmp_dir)
+    key_path = os.path.join(tmp_dir, KEY_FILE)
+    if not (resumable and os.path.exists(key_path)
+            and _read_json(key_path) == key):
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # another build's leftovers
+        os.makedirs(tmp_dir)
+        _write_json(key_path, key)
     try:
         manifest = {**key, **write(tmp_dir)}
-        with open(os.path.join(tmp_dir, MANIFEST), "w") as handle:
-            json.dump(manifest, handle, indent=1)
+        _write_json(os.path.join(tmp_dir, MANIFEST), manifest)
         old = cache_dir + ".old"
         shutil.rmtree(old, ignore_errors=True)
         if os.path.exists(cache_dir):
@@ -110,8 +121,40 @@ def build(cache_dir, key, write):
         os.rename(tmp_dir, cache_dir)
         shutil.rmtree(old, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if not resumable:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
     return manifest
+
+
+def build_part(directory, index, write_part):
+    """Part `index` of a resumable build: its sizes if a killed build
+    finished it, else `write_part(part directory)`'s (a dict), written in a
+    temporary sibling and renamed into place whole."""
+    part_dir = part_directory(directory, index)
+    sizes_path = os.path.join(part_dir, PART_SIZES)
+    if os.path.exists(sizes_path):
+        return _read_json(sizes_path)
+    tmp_dir = part_dir + ".tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    os.makedirs(tmp_dir)
+    sizes = write_part(tmp_dir)
+    _write_json(os.path.join(tmp_dir, PART_SIZES), sizes)
+    os.rename(tmp_dir, part_dir)
+    return sizes
+
+
+def part_directory(cache_dir, index):
+    return os.path.join(cache_dir, PARTS, f"{index:05d}")
+
+
+def _read_json(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _write_json(path, value):
+    with open(path, "w") as handle:
+        json.dump(value, handle, indent=1)
 
 
 def open_manifest(cache_dir, what):
@@ -136,7 +179,7 @@ def read_lines(cache_dir, name, count):
     """`<name>.txt` as a numpy bytes array; an error unless `count` lines."""
     path = os.path.join(cache_dir, name + ".txt")
     with open(path, "rb") as handle:
-        lines = np.array(handle.read().split(b"\n")[:-1])
+        lines = np.array(handle.read().split(b"\n")[:-1], dtype=np.bytes_)
     if len(lines) != count:
         raise ValueError(f"{path}: {len(lines)} lines for {count} rows")
     return lines

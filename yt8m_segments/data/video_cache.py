@@ -14,17 +14,23 @@ With `video_level=True` it holds the 2018 video-level records instead
 ~4.6 KB: ~28 GB for the 6.1M videos), whose reading is bound by tf.data's
 per-record cost (~8K records/s on 2 cores), not by their size.
 
-A cache is a local directory (built atomically by `array_cache`), video i =
-the records view's (unshuffled) i-th video:
+A cache is a local directory (built atomically by `array_cache`) with one
+part per input file, in file order, video i of a part = the file's i-th:
 
-  frames.bin        uint8  [F, D]   every video's frames, video after video
-                                    (float32 means for video-level records)
-  row_splits.bin    int64  [N + 1]  video i: frames row_splits[i]:row_splits[i+1]
-  labels.bin        int32  [L]      every video's label ids, video after video
-  label_splits.bin  int64  [N + 1]
-  video_id.txt      N lines
-  manifest.json     N, F, L, D, the build parameters, the input files'
-                    fingerprint (path, size, mtime_ns)
+  parts/NNNNN/frames.bin        uint8 [F, D]  the part's frames, video after
+                                              video (float32 means for
+                                              video-level records)
+  parts/NNNNN/row_splits.bin    int64 [N + 1] video i: frames
+                                              row_splits[i]:row_splits[i+1]
+  parts/NNNNN/labels.bin        int32 [L]     label ids, video after video
+  parts/NNNNN/label_splits.bin  int64 [N + 1]
+  parts/NNNNN/video_id.txt      N lines
+  manifest.json                 totals, per-part sizes, the build parameters,
+                                the input files' fingerprint (path, size,
+                                mtime_ns)
+
+A build is long at scale, so it resumes: kill it and run it again, and the
+files it finished are not read again (`array_cache.build_part`).
 """
 
 import numpy as np
@@ -56,7 +62,7 @@ def _key(files, feature_spec, max_frames=300,
 
 
 def _write_arrays(writer, batches):
-    """Streams frames, labels and ids; (videos, frames, labels) written."""
+    """Streams frames, labels and ids; the sizes written."""
     frame_counts, label_counts = [], []
     for batch in batches:
         mask = batch["mask"].numpy()
@@ -71,7 +77,9 @@ def _write_arrays(writer, batches):
     writer.append("row_splits", np.concatenate([[0], np.cumsum(frame_counts)]))
     writer.append("label_splits",
                   np.concatenate([[0], np.cumsum(label_counts)]))
-    return len(frame_counts), int(frame_counts.sum()), int(label_counts.sum())
+    return {"num_videos": len(frame_counts),
+            "num_frames": int(frame_counts.sum()),
+            "num_labels": int(label_counts.sum())}
 
 
 def build(cache_dir, files, feature_spec, max_frames=300,
@@ -80,36 +88,43 @@ def build(cache_dir, files, feature_spec, max_frames=300,
     """Extracts the videos of `files` into `cache_dir`; the manifest.
 
     Reads through `reader.iterate`, so bad input raises the records view's
-    `reader.InputError` naming file and record. `video_level`: the files are
-    video-level records (`feature_spec` then names their features).
+    `reader.InputError` naming file and record; the files before it stay
+    extracted for the rerun. `video_level`: the files are video-level
+    records (`feature_spec` then names their features).
     """
     if not files:
         raise ValueError("no input files for the video cache")
     key = _key(files, feature_spec, max_frames, vocabulary_size, compression,
                skip_corrupt_records, video_level)  # a later edit is stale
-    options = dict(files=files, compression=compression,
-                   skip_corrupt_records=skip_corrupt_records)
-    if video_level:
-        dataset = views.video_level_dataset(None, feature_spec,
-                                            vocabulary_size, batch_size,
-                                            **options)
-        stored = {**STORED, "frames": VIDEO_LEVEL_FRAMES}
-    else:
-        dataset = views.video_dataset(None, feature_spec, vocabulary_size,
-                                      max_frames, batch_size, quantized=True,
-                                      **options)
-        stored = STORED
+    stored = ({**STORED, "frames": VIDEO_LEVEL_FRAMES} if video_level
+              else STORED)
+
+    def write_file(path, directory):
+        options = dict(files=[path], compression=compression,
+                       skip_corrupt_records=skip_corrupt_records)
+        if video_level:
+            dataset = views.video_level_dataset(
+                None, feature_spec, vocabulary_size, batch_size, **options)
+        else:
+            dataset = views.video_dataset(
+                None, feature_spec, vocabulary_size, max_frames, batch_size,
+                quantized=True, **options)
+        with array_cache.Writer(directory, stored, [VIDEO_IDS]) as writer:
+            return _write_arrays(writer, reader.iterate(dataset, [path],
+                                                        compression))
 
     def write(directory):
-        with array_cache.Writer(directory, stored, [VIDEO_IDS]) as writer:
-            videos, frames, labels = _write_arrays(
-                writer, reader.iterate(dataset, files, compression))
-        if not videos:
+        parts = [array_cache.build_part(
+            directory, index, lambda part_dir, path=path: write_file(
+                path, part_dir)) for index, path in enumerate(files)]
+        totals = {name: sum(part[name] for part in parts)
+                  for name in ("num_videos", "num_frames", "num_labels")}
+        if not totals["num_videos"]:
             raise ValueError(f"no videos in {list(files)}")
-        return {"num_videos": videos, "num_frames": frames,
-                "num_labels": labels, "feature_size": feature_spec.total_size,
+        return {**totals, "parts": parts,
+                "feature_size": feature_spec.total_size,
                 "dtypes": {k: v.str for k, v in stored.items()}}
-    return array_cache.build(cache_dir, key, write)
+    return array_cache.build(cache_dir, key, write, resumable=True)
 
 
 def is_current(cache_dir, files, feature_spec, **params):
@@ -127,6 +142,34 @@ def ensure(cache_dir, files, feature_spec, **params):
         lambda: build(cache_dir, files, feature_spec, **params), "video cache")
 
 
+def _open_parts(cache_dir, manifest, stored):
+    """Per-part frame memory maps, and the parts' row splits (offset into
+    one flat frame index), labels, label splits and ids joined (small)."""
+    frames, row_splits, labels, label_splits, ids = [], [0], [], [0], []
+    frame_offset = label_offset = 0
+    for index, part in enumerate(manifest["parts"]):
+        directory = array_cache.part_directory(cache_dir, index)
+        num_videos = part["num_videos"]
+
+        def array(name, shape, directory=directory):
+            return array_cache.open_array(directory, name, stored[name],
+                                          shape)
+        frames.append(array("frames", (part["num_frames"],
+                                       manifest["feature_size"])))
+        row_splits.append(np.asarray(array("row_splits", (num_videos + 1,)))[1:]
+                          + frame_offset)
+        labels.append(np.asarray(array("labels", (part["num_labels"],))))
+        label_splits.append(np.asarray(
+            array("label_splits", (num_videos + 1,)))[1:] + label_offset)
+        ids.append(array_cache.read_lines(directory, VIDEO_IDS, num_videos))
+        frame_offset += part["num_frames"]
+        label_offset += part["num_labels"]
+    return (frames, np.hstack(row_splits).astype(np.int64),
+            np.concatenate(labels).astype(np.int64),
+            np.hstack(label_splits).astype(np.int64),
+            np.concatenate(ids))
+
+
 def dataset(cache_dir, batch_size, num_sample_frames=None,
             sample_random_frames=False, shuffle=False, seed=None,
             repeat=False):
@@ -141,35 +184,38 @@ def dataset(cache_dir, batch_size, num_sample_frames=None,
     num_videos = manifest["num_videos"]
     stored = {name: np.dtype(dtype)
               for name, dtype in manifest["dtypes"].items()}
-    arrays = {
-        name: array_cache.open_array(cache_dir, name, stored[name], shape)
-        for name, shape in (
-            ("frames", (manifest["num_frames"], manifest["feature_size"])),
-            ("row_splits", (num_videos + 1,)),
-            ("labels", (manifest["num_labels"],)),
-            ("label_splits", (num_videos + 1,)))}
-    video_ids = array_cache.read_lines(cache_dir, VIDEO_IDS, num_videos)
-    row_splits = tf.constant(np.asarray(arrays["row_splits"]))
+    frames_of_part, row_splits, all_labels, label_splits, all_ids = (
+        _open_parts(cache_dir, manifest, stored))
+    # Flat frame f is in part p where part_starts[p] <= f < part_starts[p+1].
+    part_starts = np.cumsum([0] + [part["num_frames"]
+                                   for part in manifest["parts"]])
     num_classes = manifest["vocabulary_size"]
+    feature_size = manifest["feature_size"]
+    row_splits_tensor = tf.constant(row_splits)
 
     def gather(index, flat_index):
-        order = np.argsort(flat_index, axis=None)  # memory locality
-        frames = np.empty(flat_index.shape + (manifest["feature_size"],),
-                          stored["frames"])
-        frames.reshape(-1, frames.shape[-1])[order] = arrays["frames"][
-            flat_index.ravel()[order]]
-        starts = arrays["label_splits"][index]
-        counts = arrays["label_splits"][index + 1] - starts
+        flat = flat_index.ravel()
+        order = np.argsort(flat)  # memory locality
+        ordered = flat[order]
+        part_of = np.searchsorted(part_starts, ordered, side="right") - 1
+        frames = np.empty((len(flat), feature_size), stored["frames"])
+        for part in np.unique(part_of):
+            chosen = part_of == part
+            frames[order[chosen]] = frames_of_part[part][
+                ordered[chosen] - part_starts[part]]
+        starts = label_splits[index]
+        counts = label_splits[index + 1] - starts
         # Label j of video b sits at starts[b] + j.
         within = np.arange(counts.sum()) - np.repeat(
             np.cumsum(counts) - counts, counts)
-        labels = arrays["labels"][np.repeat(starts, counts) + within]
+        video_labels = all_labels[np.repeat(starts, counts) + within]
         rows = np.repeat(np.arange(len(index)), counts)
-        return frames, video_ids[index], labels.astype(np.int64), rows
+        return (frames.reshape(flat_index.shape + (feature_size,)),
+                all_ids[index], video_labels.astype(np.int64), rows)
 
     def to_batch(index):
-        first = tf.gather(row_splits, index)
-        num_frames = tf.cast(tf.gather(row_splits, index + 1) - first,
+        first = tf.gather(row_splits_tensor, index)
+        num_frames = tf.cast(tf.gather(row_splits_tensor, index + 1) - first,
                              tf.int32)
         flat_index, mask = views.video_frame_index(
             first, num_frames, num_sample_frames, sample_random_frames, seed)
@@ -177,7 +223,7 @@ def dataset(cache_dir, batch_size, num_sample_frames=None,
             gather, [index, flat_index],
             [tf.as_dtype(stored["frames"].type), tf.string, tf.int64,
              tf.int64], stateful=False)
-        frames.set_shape([None, None, manifest["feature_size"]])
+        frames.set_shape([None, None, feature_size])
         for vector in (ids, labels, rows):
             vector.set_shape([None])
         return {"id": ids, "frames": frames, "mask": mask,
