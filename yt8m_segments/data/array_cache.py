@@ -6,7 +6,10 @@ directory that `is_current` accepts. Its `manifest.json` holds the build's
 key (everything its contents depend on, the input files' fingerprints
 among them) and the arrays' sizes: a cache whose key differs from the one a
 job would build is stale. Arrays are raw little-endian files `<name>.bin`,
-read back through memory maps; strings are `<name>.txt`, one per line.
+read back through memory maps; strings are `<name>.txt`, one per line. A
+long build can be resumable: made of parts (`build_part`, one per input
+file), it keeps its temporary directory when killed, and a rerun with the
+same key skips the finished parts.
 """
 
 import contextlib
