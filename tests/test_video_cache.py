@@ -84,6 +84,16 @@ def test_cache_yields_the_records_view(tmp_path, two_files):
     assert batch["mask"].numpy().sum(axis=1).tolist() == [23, 7, 9, 30, 12]
 
 
+def test_files_extracted_in_parallel_make_the_same_cache(tmp_path, two_files):
+    for parallel in (1, 2):
+        video_cache.build(str(tmp_path / f"cache{parallel}"), two_files, SPEC,
+                          vocabulary_size=VOCABULARY, parallel_files=parallel)
+    one, two = (next(iter(video_cache.dataset(str(tmp_path / f"cache{p}"), 5)))
+                for p in (1, 2))
+    for key in one:
+        np.testing.assert_array_equal(one[key], two[key], err_msg=key)
+
+
 def test_killed_build_resumes_without_reading_finished_files(
         tmp_path, two_files, monkeypatch):
     cache_dir = str(tmp_path / "cache")
@@ -100,7 +110,7 @@ def test_killed_build_resumes_without_reading_finished_files(
     monkeypatch.setattr(video_cache, "_write_arrays", killed_on_the_second_file)
     with pytest.raises(KeyboardInterrupt):
         video_cache.build(cache_dir, two_files, SPEC,
-                          vocabulary_size=VOCABULARY)
+                          vocabulary_size=VOCABULARY, parallel_files=1)
     assert not video_cache.is_current(cache_dir, two_files, SPEC,
                                       vocabulary_size=VOCABULARY)
     monkeypatch.setattr(video_cache, "_write_arrays", write_arrays)
