@@ -44,7 +44,7 @@ from yt8m_segments.data import reader
 from yt8m_segments.data import records
 from yt8m_segments.data import views
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one part per input file
 VIDEO_IDS = "video_id"
 STORED = {"frames": np.dtype("u1"), "row_splits": np.dtype("<i8"),
           "labels": np.dtype("<i4"), "label_splits": np.dtype("<i8")}
