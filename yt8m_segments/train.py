@@ -248,6 +248,15 @@ def _gap_validation(model, class_ids, feature_spec, files):
                                         FLAGS.gap_k)
 
 
+def _check_local_cache(flag, stage):
+    """A cache flag is for one stage, and local to one machine."""
+    if FLAGS.stage != stage:
+        raise app.UsageError(f"--{flag} is for --stage={stage}")
+    if FLAGS.strategy == "multi_worker":
+        raise app.UsageError(f"--{flag} is local to one machine: not with "
+                             "--strategy=multi_worker")
+
+
 def _validation_files():
     if FLAGS.num_folds > 1 and (FLAGS.frame_features
                                 or FLAGS.eval_metric == "gap"):
@@ -307,22 +316,14 @@ def main(argv):
         teacher_lookup = soft_targets.TeacherLookup.from_cache_dir(
             FLAGS.teacher_cache_dir, class_ids)
     if FLAGS.segment_cache_dir:
-        if FLAGS.stage != "finetune":
-            raise app.UsageError("--segment_cache_dir is for --stage=finetune")
-        if FLAGS.strategy == "multi_worker":
-            raise app.UsageError("--segment_cache_dir is local to one machine: "
-                                 "not with --strategy=multi_worker")
+        _check_local_cache("segment_cache_dir", "finetune")
         segment_cache.ensure(
             FLAGS.segment_cache_dir, files, feature_spec, class_ids,
             context_frames=FLAGS.context_frames,
             negative_weight=FLAGS.negative_weight,
             vocabulary_size=FLAGS.num_classes, **flag_defs.input_options())
     if FLAGS.video_cache_dir:
-        if FLAGS.stage != "pretrain":
-            raise app.UsageError("--video_cache_dir is for --stage=pretrain")
-        if FLAGS.strategy == "multi_worker":
-            raise app.UsageError("--video_cache_dir is local to one machine: "
-                                 "not with --strategy=multi_worker")
+        _check_local_cache("video_cache_dir", "pretrain")
         video_cache.ensure(
             FLAGS.video_cache_dir, files, record_spec,
             max_frames=FLAGS.max_frames, vocabulary_size=FLAGS.num_classes,
