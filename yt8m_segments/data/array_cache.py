@@ -54,13 +54,12 @@ def is_current(cache_dir, key):
         name: manifest.get(name) for name in key} == key
 
 
-def ensure(cache_dir, key, build_cache, what):
-    """The manifest of `cache_dir` if built with `key`, else `build_cache()`'s."""
-    if is_current(cache_dir, key):
+def ensure(cache_dir, current, build_cache, what):
+    """The manifest of `cache_dir` if `current`, else `build_cache()`'s."""
+    if current:
         logging.info("%s %s is current", what, cache_dir)
         return read_manifest(cache_dir)
-    logging.info("building %s %s from %d file(s)", what, cache_dir,
-                 len(key["input_files"]))
+    logging.info("building %s %s", what, cache_dir)
     return build_cache()
 
 

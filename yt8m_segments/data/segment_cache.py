@@ -123,9 +123,10 @@ def build(cache_dir, files, feature_spec, segment_class_ids, context_frames=0,
 
 def ensure(cache_dir, files, feature_spec, segment_class_ids, **params):
     """The manifest of a current cache in `cache_dir`, built first if needed."""
-    key_params = {k: v for k, v in params.items() if k != "batch_size"}
     return array_cache.ensure(
-        cache_dir, _key(files, feature_spec, segment_class_ids, **key_params),
+        cache_dir,
+        is_current(cache_dir, files, feature_spec, segment_class_ids,
+                   **params),
         lambda: build(cache_dir, files, feature_spec, segment_class_ids,
                       **params), "segment cache")
 

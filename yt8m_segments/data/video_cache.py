@@ -138,17 +138,18 @@ def build(cache_dir, files, feature_spec, max_frames=300,
 
 
 def is_current(cache_dir, files, feature_spec, **params):
-    """Whether `cache_dir` holds what `build` with these arguments would write."""
+    """Whether `cache_dir` holds what `build` with these arguments would write
+    (its batch_size and parallel_files change nothing)."""
     params.pop("batch_size", None)
+    params.pop("parallel_files", None)
     return array_cache.is_current(cache_dir,
                                   _key(files, feature_spec, **params))
 
 
 def ensure(cache_dir, files, feature_spec, **params):
     """The manifest of a current cache in `cache_dir`, built first if needed."""
-    key_params = {k: v for k, v in params.items() if k != "batch_size"}
     return array_cache.ensure(
-        cache_dir, _key(files, feature_spec, **key_params),
+        cache_dir, is_current(cache_dir, files, feature_spec, **params),
         lambda: build(cache_dir, files, feature_spec, **params), "video cache")
 
 
