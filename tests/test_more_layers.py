@@ -196,7 +196,7 @@ def test_context_gating_matches_numpy_squeeze_excitation():
     gamma, beta, mean, var = [RNG.normal(size=2).astype("float32")
                               for _ in range(4)]
     var = np.abs(var) + 0.5
-    norm.set_weights([gamma, beta, mean, var])
+    norm.set_weights([gamma, beta, mean, var, np.float32(0)])
     (w1,) = squeeze.dense.get_weights()
     (w2,) = excite.get_weights()
     h = (x @ w1 - mean) / np.sqrt(var + norm.epsilon) * gamma + beta

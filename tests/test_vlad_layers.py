@@ -123,12 +123,18 @@ def test_nextvlad_groups_must_divide_the_expanded_size():
 def randomise(batch_norm):
     """Known, non-trivial gamma, beta and moving statistics."""
     size = batch_norm.gamma.shape[0]
-    batch_norm.set_weights([RNG.uniform(0.5, 1.5, size), RNG.normal(size=size),
-                            RNG.normal(size=size), RNG.uniform(0.5, 2, size)])
+    for variable, value in zip(
+            (batch_norm.gamma, batch_norm.beta, batch_norm.moving_mean,
+             batch_norm.moving_variance),
+            (RNG.uniform(0.5, 1.5, size), RNG.normal(size=size),
+             RNG.normal(size=size), RNG.uniform(0.5, 2, size))):
+        variable.assign(value)
 
 
 def bn(x, batch_norm):
-    gamma, beta, mean, var = batch_norm.get_weights()
+    gamma, beta, mean, var = (v.numpy() for v in (
+        batch_norm.gamma, batch_norm.beta, batch_norm.moving_mean,
+        batch_norm.moving_variance))
     return (x - mean) / np.sqrt(var + batch_norm.epsilon) * gamma + beta
 
 

@@ -5,6 +5,7 @@ from keras import ops
 
 from yt8m_segments.layers import masked_pooling
 from yt8m_segments.layers.frame_aggregator import FrameAggregator
+from yt8m_segments.layers.batch_norm import BatchNorm
 
 
 @keras.saving.register_keras_serializable(package="yt8m_segments")
@@ -27,15 +28,15 @@ class DBoF(FrameAggregator):
         self.pooling = pooling
         self.add_batch_norm = add_batch_norm
         self._pool = masked_pooling.get(pooling)
-        self.input_norm = (keras.layers.BatchNormalization(name="input_bn")
+        self.input_norm = (BatchNorm(name="input_bn")
                            if add_batch_norm else None)
         self.cluster = keras.layers.Dense(
             cluster_size, use_bias=not add_batch_norm, name="cluster")
-        self.cluster_norm = (keras.layers.BatchNormalization(name="cluster_bn")
+        self.cluster_norm = (BatchNorm(name="cluster_bn")
                              if add_batch_norm else None)
         self.hidden = keras.layers.Dense(
             hidden_size, use_bias=not add_batch_norm, name="hidden")
-        self.hidden_norm = (keras.layers.BatchNormalization(name="hidden_bn")
+        self.hidden_norm = (BatchNorm(name="hidden_bn")
                             if add_batch_norm else None)
 
     def build(self, input_shape):

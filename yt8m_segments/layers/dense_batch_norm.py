@@ -1,6 +1,7 @@
 """Dense -> batch norm -> activation, the unit DBoF-style layers repeat."""
 
 import keras
+from yt8m_segments.layers.batch_norm import BatchNorm
 
 
 @keras.saving.register_keras_serializable(package="yt8m_segments")
@@ -22,7 +23,7 @@ class DenseBatchNorm(keras.layers.Layer):
         self.supports_masking = True
         self.dense = keras.layers.Dense(units, use_bias=not add_batch_norm,
                                         name="dense")
-        self.norm = (keras.layers.BatchNormalization(name="bn")
+        self.norm = (BatchNorm(name="bn")
                      if add_batch_norm else None)
 
     def build(self, input_shape):

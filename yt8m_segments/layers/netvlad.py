@@ -24,6 +24,7 @@ import keras
 from keras import ops
 
 from yt8m_segments.layers.frame_aggregator import FrameAggregator
+from yt8m_segments.layers.batch_norm import BatchNorm
 
 
 def l2_normalize(x, axis=-1, epsilon=1e-12):
@@ -52,12 +53,12 @@ class SoftAssignmentPooling(FrameAggregator):
         super().__init__(**kwargs)
         self.cluster_size = cluster_size
         self.add_batch_norm = add_batch_norm
-        self.input_norm = (keras.layers.BatchNormalization(name="input_bn")
+        self.input_norm = (BatchNorm(name="input_bn")
                            if add_batch_norm else None)
         self.assignment = keras.layers.Dense(
             cluster_size, use_bias=not add_batch_norm, name="assignment")
         self.assignment_norm = (
-            keras.layers.BatchNormalization(name="assignment_bn")
+            BatchNorm(name="assignment_bn")
             if add_batch_norm else None)
 
     def build(self, input_shape):

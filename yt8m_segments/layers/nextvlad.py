@@ -5,6 +5,7 @@ from keras import ops
 
 from yt8m_segments.layers.frame_aggregator import FrameAggregator
 from yt8m_segments.layers.netvlad import frame_mask, l2_normalize
+from yt8m_segments.layers.batch_norm import BatchNorm
 
 
 @keras.saving.register_keras_serializable(package="yt8m_segments")
@@ -36,9 +37,9 @@ class NeXtVLAD(FrameAggregator):
             groups, activation="sigmoid", name="attention")
         self.assignment = keras.layers.Dense(
             groups * cluster_size, use_bias=False, name="assignment")
-        self.assignment_norm = keras.layers.BatchNormalization(
+        self.assignment_norm = BatchNorm(
             name="assignment_bn")
-        self.output_norm = keras.layers.BatchNormalization(name="vlad_bn")
+        self.output_norm = BatchNorm(name="vlad_bn")
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)

@@ -5,6 +5,7 @@ from keras import ops
 
 from yt8m_segments.layers.dense_batch_norm import DenseBatchNorm
 from yt8m_segments.layers.frame_aggregator import FrameAggregator
+from yt8m_segments.layers.batch_norm import BatchNorm
 
 
 class SoftClusterAggregator(FrameAggregator):
@@ -20,7 +21,7 @@ class SoftClusterAggregator(FrameAggregator):
         self.cluster_size = cluster_size
         self.hidden_size = hidden_size
         self.add_batch_norm = add_batch_norm
-        self.input_norm = (keras.layers.BatchNormalization(name="input_bn")
+        self.input_norm = (BatchNorm(name="input_bn")
                            if add_batch_norm else None)
         self.cluster = DenseBatchNorm(cluster_size, "softmax", add_batch_norm,
                                       name="cluster")

@@ -28,6 +28,7 @@ import numpy as np
 from keras import ops
 
 from yt8m_segments.layers import masked_pooling
+from yt8m_segments.layers.batch_norm import BatchNorm
 
 # Defaults the seed papers do not give: ours (recorded in every ModelConfig).
 DEFAULT_TEMPERATURE = 2.0
@@ -43,7 +44,7 @@ class MixtureGate(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_experts = num_experts
         self.supports_masking = True
-        self.norm = keras.layers.BatchNormalization(name="bn")
+        self.norm = BatchNorm(name="bn")
         self.dense = keras.layers.Dense(num_experts, activation="softmax",
                                         name="dense")
 

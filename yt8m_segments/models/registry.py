@@ -469,9 +469,13 @@ def count_parameters(model, classifier=None, num_classes=3862,
 
 
 def count_config_parameters(config):
-    """Weights of the model a ModelConfig describes, without initialising any."""
+    """Weights of the model a ModelConfig describes, without initialising any
+    (batch-norm statistics included, their scalar update counters not)."""
     with keras.StatelessScope(initialize_variables=False):
-        return build_model(config).count_params()
+        model = build_model(config)
+        counters = sum(1 for weight in model.weights
+                       if weight.path.endswith("/num_updates"))
+        return model.count_params() - counters
 
 
 def describe(name):
