@@ -2,6 +2,7 @@
 
 import csv
 import glob
+import hashlib
 import os
 import re
 
@@ -60,6 +61,24 @@ def _read_split(path, split):
                 axis=1).astype(np.float32))
             videos.append(video)
     return videos
+
+
+def _videos(count, rated=False, **options):
+    """`count` videos straight from `_make_video`, in the world of OPTIONS."""
+    opts = synthetic._options(dict(OPTIONS, **options))
+    world = synthetic._make_world(synthetic._streams(SEED)[0], opts)
+    rng = np.random.default_rng(SEED)
+    return [synthetic._make_video(rng, world, opts, rated, None)
+            for _ in range(count)]
+
+
+def _frames(video):
+    return records.dequantize(video["frames"].astype(np.float32))
+
+
+def _unit_patterns(**options):
+    patterns = synthetic.class_patterns(SEED, **OPTIONS, **options)
+    return {c: p / np.linalg.norm(p) for c, p in patterns.items()}
 
 
 def _segment_ids(path):
@@ -235,10 +254,144 @@ def test_command_line(tmp_path):
         "synthetic", f"--output_dir={tmp_path}", "--num_train_videos=3",
         "--num_validate_videos=6", "--num_test_videos=6", "--seed=3",
         "--num_classes=50", "--num_active_classes=6",
-        "--num_segment_classes=3", "--num_files_per_split=1"])
+        "--num_segment_classes=3", "--num_files_per_split=1",
+        "--noise_std=0.5", "--full_video_prob=0.5"])
     summary = synthetic.run_from_flags(flag_values)
     assert summary["validate"]["videos"] == 6
     assert summary["options"]["num_classes"] == 50
+    assert summary["options"]["noise_std"] == 0.5
+    assert summary["options"]["full_video_prob"] == 0.5
     names = set(os.listdir(tmp_path))
     assert "validate-00000-of-00001.tfrecord" in names
     assert "vocabulary.csv" in names
+
+
+def _digest(path):
+    """sha256 over sorted file names and contents.
+
+    Records are hashed as their protos re-serialized deterministically:
+    protobuf writes map entries (feature names) in a per-process order, so
+    the raw record bytes differ between runs even for equal contents.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(path)):
+        digest.update(name.encode() + b"\0")
+        file = os.path.join(path, name)
+        if not name.endswith(".tfrecord"):
+            with open(file, "rb") as handle:
+                digest.update(handle.read())
+            continue
+        proto = tf.train.Example if "_video-" in name else tf.train.SequenceExample
+        for raw in tf.data.TFRecordDataset(file).as_numpy_iterator():
+            data = proto.FromString(raw).SerializeToString(deterministic=True)
+            digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
+_EXPLICIT_DEFAULTS = dict(signal_strength=1.0, noise_std=0.3,
+                          background_std=0.35, shared_fraction=0.6,
+                          label_drop_prob=0.15, spurious_label_prob=0.2,
+                          full_video_prob=0.0)
+
+
+@pytest.mark.parametrize("video_level, options, expected", [
+    (False, {},
+     "2799bed56d9ff9e0b0b496d438199d6720b0a8e1aeba45faa57b9f27a1ed418c"),
+    (True, _EXPLICIT_DEFAULTS,
+     "36c3010979b35b444ea82c3b98ae73547c47cbcb16dccb0270abe4637380bd6e"),
+], ids=["frames", "video_level_explicit_defaults"])
+def test_defaults_byte_identical_to_before_the_knobs(tmp_path, video_level,
+                                                     options, expected):
+    """Defaults are byte-identical to before the knobs existed.
+
+    The hashes were taken with the generator before the difficulty options
+    were added; datasets and reference numbers made then stay reproducible.
+    """
+    synthetic.generate(str(tmp_path), 30, 12, 10, seed=3,
+                       video_level=video_level, num_active_classes=10,
+                       num_segment_classes=5, min_frames=20, max_frames=40,
+                       num_files_per_split=1, **options)
+    assert _digest(tmp_path) == expected
+
+
+def test_weak_signal_lowers_positive_projection():
+    unit = _unit_patterns()
+
+    def mean_positive_projection(**options):
+        projections = [_frames(v)[start:start + 5].mean(axis=0) @ unit[c]
+                       for v in _videos(40, rated=True, **options)
+                       for start, c, score in v["rated"] if score]
+        return np.mean(projections)
+
+    strong = mean_positive_projection()
+    weak = mean_positive_projection(signal_strength=0.3)
+    assert strong > 1.0
+    assert weak < 0.5 * strong
+
+
+def test_no_label_noise_labels_are_the_entities():
+    def mismatches(**options):
+        return sum(set(v["labels"]) != set(v["entities"])
+                   for v in _videos(60, **options))
+
+    assert mismatches() > 0  # the default labels are noisy ...
+    assert mismatches(label_drop_prob=0.0, spurious_label_prob=0.0) == 0
+
+
+def test_noise_free_background_only_frames_are_zero():
+    """The partial last window holds no entity: only background and noise."""
+    zero = records.quantize(np.zeros(synthetic.FEATURE_SIZE))
+
+    def noisy_tails(**options):
+        tails = [v["frames"][v["num_frames"] // 5 * 5:]
+                 for v in _videos(30, **options)]
+        assert sum(len(t) for t in tails) > 0
+        return sum(int((t != zero).any()) for t in tails)
+
+    assert noisy_tails() > 0
+    assert noisy_tails(noise_std=0.0, background_std=0.0) == 0
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.9])
+def test_shared_fraction_sets_mate_cosine(fraction):
+    unit = _unit_patterns(shared_fraction=fraction)
+    world = synthetic._make_world(
+        synthetic._streams(SEED)[0],
+        synthetic._options(dict(OPTIONS, shared_fraction=fraction)))
+    ids = world["active"]
+    cosines = [unit[ids[g[0]]] @ unit[ids[g[1]]] for g in world["groups"]]
+    assert abs(np.mean(cosines) - fraction) < 0.1
+
+
+def test_full_video_prob_fills_every_window():
+    """Noise-free, a window shows its first entity iff it projects onto it."""
+    clean = dict(noise_std=0.0, background_std=0.0)
+    unit = _unit_patterns()
+
+    def first_entity_windows(**options):
+        for v in _videos(30, **clean, **options):
+            span = v["num_frames"] // 5 * 5
+            windows = _frames(v)[:span].reshape(span // 5, 5, -1).mean(axis=1)
+            yield windows @ unit[v["entities"][0]]
+
+    assert min(w.min() for w in first_entity_windows()) < 0.1  # runs only
+    assert min(w.min() for w in first_entity_windows(full_video_prob=1.0)) > 0.5
+
+
+def test_full_video_prob_keeps_ratings(tmp_path):
+    options = dict(OPTIONS, num_files_per_split=1, full_video_prob=1.0)
+    summary = synthetic.generate(str(tmp_path), 0, 12, 10, seed=SEED, **options)
+    for split in ("validate", "test"):
+        assert summary[split]["min_positives_per_segment_class"] >= 1
+        assert summary[split]["negatives"] > 0
+
+
+@pytest.mark.parametrize("name, value", [
+    ("noise_std", -0.1), ("background_std", -1.0), ("signal_strength", 0.0),
+    ("signal_strength", -1.0), ("label_drop_prob", 1.5),
+    ("spurious_label_prob", -0.1), ("full_video_prob", 2.0),
+    ("shared_fraction", -0.1), ("shared_fraction", 1.1),
+])
+def test_bad_option_values_rejected(tmp_path, name, value):
+    with pytest.raises(ValueError, match=name):
+        synthetic.generate(str(tmp_path), 1, 1, 1, 0, **{name: value})

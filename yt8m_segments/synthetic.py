@@ -13,27 +13,31 @@ split, so a seed fixes every byte):
   confusable groups of 2 or 3. Class c's pattern in the 1152-d frame space
   (rgb 1024 + audio 128) is
       p_c = PATTERN_NORM * (sqrt(SHARED) * g_group + sqrt(1 - SHARED) * s_c)
-  with g, s independent random unit vectors: group mates have cosine ~SHARED
-  (they look alike) and differ only by the smaller specific parts.
+  with g, s independent random unit vectors and SHARED = `shared_fraction`:
+  group mates have cosine ~SHARED (they look alike) and differ only by the
+  specific parts.
   `num_segment_classes` of the active classes are rated at segment level.
 * Video. Length T ~ U[min_frames, max_frames], one frame per second. Scene
   cuts (about one per 15 s) split it into scenes, each with its own Gaussian
-  background vector (std BACKGROUND_STD per dimension); every frame adds
-  Gaussian noise (NOISE_STD). 1-4 entities: the first by Zipf frequency (in
-  validate/test: among segment classes, cycling through all of them for the
-  first videos so each is guaranteed); each further one is, with
-  probability PARTNER_PROB, a group mate of an entity already present, else
+  background vector (std `background_std` per dimension); every frame adds
+  Gaussian noise (std `noise_std`). 1-4 entities: the first by Zipf
+  frequency (in validate/test: among segment classes, cycling through all of
+  them for the first videos so each is guaranteed); each further one is,
+  with probability PARTNER_PROB, a group mate of an entity already present, else
   another Zipf draw. An entity is present only in 1-2 contiguous runs
   covering 20-60% of the full 5-frame windows (a partial last window is
-  background only, so every entity has a ratable positive); a group mate is placed where
-  its mates are absent, so confusable classes co-occur in a video but at
-  different times. Where present, a frame adds strength * p_c with strength
-  ~ U(STRENGTH_LOW, STRENGTH_HIGH) per (video, entity), jittered per frame.
+  background only, so every entity has a ratable positive); a group mate is
+  placed where its mates are absent, so confusable classes co-occur in a
+  video but at different times. With probability `full_video_prob` the first
+  entity instead fills every full window (no negative windows for it there);
+  its group mates then find no free frames and are left out. Where present,
+  a frame adds strength * p_c with strength ~ `signal_strength` *
+  U(STRENGTH_LOW, STRENGTH_HIGH) per (video, entity), jittered per frame.
   Values stay mostly inside the quantization range [-2, 2].
 * Video labels (noisy, like the machine-generated ones): each true entity is
-  dropped with probability LABEL_DROP_PROB (at least one label kept); with
-  probability SPURIOUS_PROB one spurious label is added, half the time a
-  group mate of a true entity, else a Zipf draw.
+  dropped with probability `label_drop_prob` (at least one label kept); with
+  probability `spurious_label_prob` one spurious label is added, half the
+  time a group mate of a true entity, else a Zipf draw.
 * Ratings (validate records, test ground truth): about 5 (segment, class)
   pairs per video for segment classes only, ~55% positive. A positive is a
   full 5-frame window (start multiple of 5, start + 5 <= T) where the entity
@@ -46,6 +50,13 @@ split, so a seed fixes every byte):
 So video labels are correlated across group mates, which a model trained on
 video labels alone cannot separate at window level; fine-tuning on rated
 segments can, through the class-specific pattern parts.
+
+Difficulty options (`DEFAULTS`; the defaults reproduce the original bytes):
+`signal_strength` < 1 weakens the signal, larger `noise_std` /
+`background_std` bury it, larger `shared_fraction` makes group mates more
+alike, `label_drop_prob` / `spurious_label_prob` set the video-label noise,
+and `full_video_prob` > 0 mixes in videos that show their first entity
+throughout (no negative windows to learn from there).
 """
 
 import csv
@@ -74,13 +85,20 @@ PARTNER_PROB = 0.5
 COVERAGE_LOW, COVERAGE_HIGH = 0.2, 0.6
 LABEL_DROP_PROB = 0.15
 SPURIOUS_PROB = 0.2
+FULL_VIDEO_PROB = 0.0
 RATINGS_PER_VIDEO = (4, 5, 6)
 POSITIVE_FRACTION = 0.55
 HARD_NEGATIVE_WEIGHT = 3.0  # hard negatives are favoured when drawing negatives
 
 DEFAULTS = dict(num_classes=records.NUM_CLASSES, num_active_classes=40,
                 num_segment_classes=20, min_frames=30, max_frames=90,
-                num_files_per_split=2)
+                num_files_per_split=2, signal_strength=1.0,
+                noise_std=NOISE_STD, background_std=BACKGROUND_STD,
+                shared_fraction=SHARED, label_drop_prob=LABEL_DROP_PROB,
+                spurious_label_prob=SPURIOUS_PROB,
+                full_video_prob=FULL_VIDEO_PROB)
+_PROBABILITIES = ("shared_fraction", "label_drop_prob", "spurious_label_prob",
+                  "full_video_prob")
 
 VOCABULARY_COLUMNS = ("Index", "TrainVideoCount", "KnowledgeGraphId", "Name",
                       "WikiUrl", "Vertical1", "Vertical2", "Vertical3",
@@ -103,6 +121,18 @@ def _options(options):
         raise ValueError(f"need {2 * SEG} <= min_frames <= max_frames")
     if opts["num_files_per_split"] < 1:
         raise ValueError("num_files_per_split must be >= 1")
+    # float(): a numpy float64 scalar would promote the float32 frames.
+    for name in ("signal_strength", "noise_std", "background_std",
+                 *_PROBABILITIES):
+        opts[name] = float(opts[name])
+    if not opts["signal_strength"] > 0:
+        raise ValueError("signal_strength must be > 0")
+    for name in ("noise_std", "background_std"):
+        if not opts[name] >= 0:
+            raise ValueError(f"{name} must be >= 0")
+    for name in _PROBABILITIES:
+        if not 0 <= opts[name] <= 1:
+            raise ValueError(f"{name} must be in [0, 1]")
     return opts
 
 
@@ -144,8 +174,9 @@ def _make_world(rng, opts):
 
     shared = _unit_rows(rng, len(groups))
     specific = _unit_rows(rng, num_active)
-    patterns = PATTERN_NORM * (np.sqrt(SHARED) * shared[group_of]
-                               + np.sqrt(1.0 - SHARED) * specific)
+    fraction = opts["shared_fraction"]
+    patterns = PATTERN_NORM * (np.sqrt(fraction) * shared[group_of]
+                               + np.sqrt(1.0 - fraction) * specific)
 
     segment_local = rng.choice(num_active, opts["num_segment_classes"],
                                replace=False)
@@ -223,13 +254,13 @@ def _choose_entities(rng, world, first):
     return chosen
 
 
-def _noisy_labels(rng, world, present):
+def _noisy_labels(rng, world, opts, present):
     """Video labels: drop true ones, sometimes add a spurious (often a mate)."""
-    keep = rng.random(len(present)) >= LABEL_DROP_PROB
+    keep = rng.random(len(present)) >= opts["label_drop_prob"]
     if not keep.any():
         keep[rng.integers(len(present))] = True
     labels = {c for c, k in zip(present, keep) if k}
-    if rng.random() < SPURIOUS_PROB:
+    if rng.random() < opts["spurious_label_prob"]:
         mates = sorted({m for c in present for m in _mates(world, c)} - set(present))
         if mates and rng.random() < 0.5:
             labels.add(int(rng.choice(mates)))
@@ -304,13 +335,18 @@ def _make_video(rng, world, opts, rated_split, forced):
     entities = _choose_entities(rng, world, first)
 
     masks, present = [], []
-    for c in entities:
+    for k, c in enumerate(entities):
         free = np.ones(span, bool)
         for c2, m2 in zip(present, masks):
             if world["group_of"][c2] == world["group_of"][c]:
                 free &= ~m2[:span]
-        coverage = rng.uniform(COVERAGE_LOW, COVERAGE_HIGH)
-        mask = _place_runs(rng, span, coverage, free)
+        # No draw at probability 0: the default stream stays as it was.
+        if (k == 0 and opts["full_video_prob"] > 0
+                and rng.random() < opts["full_video_prob"]):
+            mask = np.ones(span, bool)
+        else:
+            coverage = rng.uniform(COVERAGE_LOW, COVERAGE_HIGH)
+            mask = _place_runs(rng, span, coverage, free)
         if mask.sum() >= SEG:
             present.append(c)
             masks.append(np.pad(mask, (0, num_frames - span)))
@@ -319,17 +355,19 @@ def _make_video(rng, world, opts, rated_split, forced):
     num_cuts = min(rng.poisson(num_frames / SCENE_SECONDS), num_frames - 1)
     cuts = np.sort(rng.choice(np.arange(1, num_frames), num_cuts, replace=False))
     scene = np.searchsorted(cuts, np.arange(num_frames), side="right")
-    background = BACKGROUND_STD * rng.standard_normal(
+    background = opts["background_std"] * rng.standard_normal(
         (num_cuts + 1, FEATURE_SIZE), dtype=np.float32)
-    strength = rng.uniform(STRENGTH_LOW, STRENGTH_HIGH, len(present))
+    scale = opts["signal_strength"]
+    strength = rng.uniform(scale * STRENGTH_LOW, scale * STRENGTH_HIGH,
+                           len(present))
     jitter = 1.0 + STRENGTH_JITTER * rng.standard_normal(masks.shape)
     weight = (masks * strength * jitter).astype(np.float32)
     frames = (background[scene]
-              + NOISE_STD * rng.standard_normal((num_frames, FEATURE_SIZE),
-                                                dtype=np.float32)
+              + opts["noise_std"] * rng.standard_normal(
+                  (num_frames, FEATURE_SIZE), dtype=np.float32)
               + weight @ world["patterns"][present])
 
-    labels = _noisy_labels(rng, world, present)
+    labels = _noisy_labels(rng, world, opts, present)
     video = dict(num_frames=num_frames, frames=records.quantize(frames),
                  labels=world["active"][labels].tolist(),
                  entities=world["active"][present].tolist(), rated=[])
@@ -445,10 +483,10 @@ def generate(output_dir, num_train_videos, num_validate_videos, num_test_videos,
              seed, video_level=False, **options):
     """Write the synthetic dataset into `output_dir`; return a summary dict.
 
-    options: num_classes, num_active_classes, num_segment_classes,
-    min_frames, max_frames, num_files_per_split (see DEFAULTS). With
-    `video_level`, the train split also gets 2018-style video-level records
-    (`train_video-*.tfrecord`: `mean_rgb`, `mean_audio`, the same labels).
+    options: the keys of DEFAULTS (sizes, and the difficulty options of the
+    module docstring). With `video_level`, the train split also gets
+    2018-style video-level records (`train_video-*.tfrecord`: `mean_rgb`,
+    `mean_audio`, the same labels).
     """
     opts = _options(options)
     world_rng, id_rng, *split_rngs = _streams(seed)
@@ -509,6 +547,24 @@ def define_flags(flag_values=flags.FLAGS):
     define("integer", "max_frames", DEFAULTS["max_frames"], "Longest video (s).")
     define("integer", "num_files_per_split", DEFAULTS["num_files_per_split"],
            "Record files per split.")
+    define("float", "signal_strength", DEFAULTS["signal_strength"],
+           "Scales each entity's pattern strength; < 1 is a weaker signal.")
+    define("float", "noise_std", DEFAULTS["noise_std"],
+           "Std of the Gaussian noise added to every frame.")
+    define("float", "background_std", DEFAULTS["background_std"],
+           "Std of each scene's Gaussian background vector.")
+    define("float", "shared_fraction", DEFAULTS["shared_fraction"],
+           "In [0, 1]: cosine of confusable group mates' patterns; higher is "
+           "harder to tell apart.")
+    define("float", "label_drop_prob", DEFAULTS["label_drop_prob"],
+           "Probability that a present entity is missing from the video "
+           "labels (one label is always kept).")
+    define("float", "spurious_label_prob", DEFAULTS["spurious_label_prob"],
+           "Probability that a video gets one label it does not show.")
+    define("float", "full_video_prob", DEFAULTS["full_video_prob"],
+           "Probability that a video's first entity is present in every "
+           "full window instead of in 1-2 runs (its group mates are then "
+           "left out).")
     define("bool", "video_level_records", False,
            "Also write the train videos as 2018-style video-level records "
            "(train_video-*.tfrecord: mean_rgb, mean_audio, labels).")
