@@ -92,7 +92,8 @@ def test_file_names(dataset):
     path, summary = dataset
     expected = {f"{split}-{i:05d}-of-00002.tfrecord"
                 for split in ("train", "validate", "test") for i in range(2)}
-    expected |= {"vocabulary.csv", "segment_label_ids.csv", "test_ground_truth.csv"}
+    expected |= {"vocabulary.csv", "segment_label_ids.csv", "test_ground_truth.csv",
+                 synthetic.GENERATOR_FILE}
     assert set(os.listdir(path)) == expected  # no .tmp leftovers either
     assert summary["train"]["files"] == sorted(
         n for n in expected if n.startswith("train-"))
@@ -267,14 +268,15 @@ def test_command_line(tmp_path):
 
 
 def _digest(path):
-    """sha256 over sorted file names and contents.
+    """sha256 over sorted file names and contents (generator.json, written
+    since, left out).
 
     Records are hashed as their protos re-serialized deterministically:
     protobuf writes map entries (feature names) in a per-process order, so
     the raw record bytes differ between runs even for equal contents.
     """
     digest = hashlib.sha256()
-    for name in sorted(os.listdir(path)):
+    for name in sorted(set(os.listdir(path)) - {synthetic.GENERATOR_FILE}):
         digest.update(name.encode() + b"\0")
         file = os.path.join(path, name)
         if not name.endswith(".tfrecord"):
@@ -395,3 +397,16 @@ def test_full_video_prob_keeps_ratings(tmp_path):
 def test_bad_option_values_rejected(tmp_path, name, value):
     with pytest.raises(ValueError, match=name):
         synthetic.generate(str(tmp_path), 1, 1, 1, 0, **{name: value})
+
+
+def test_generator_file_gives_the_oracle_patterns(dataset):
+    """generator.json is all the oracle needs: the same class patterns."""
+    path, _ = dataset
+    seed, options = synthetic.read_generator_file(
+        os.path.join(path, synthetic.GENERATOR_FILE))
+    assert seed == SEED
+    expected = synthetic.class_patterns(SEED, **OPTIONS)
+    got = synthetic.class_patterns(seed, **options)
+    assert sorted(got) == sorted(expected)
+    for class_id, pattern in expected.items():
+        np.testing.assert_array_equal(got[class_id], pattern)

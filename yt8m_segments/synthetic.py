@@ -1,6 +1,7 @@
 """A small YouTube-8M-Segments-like dataset with planted, learnable structure.
 
-Writes real-format records (SPEC sections 1-2) so the whole pipeline
+Writes real-format records (SPEC sections 1-2), and `generator.json` (seed
+and options, for the oracle: `class_patterns`), so the whole pipeline
 (pretrain on video labels -> fine-tune on rated segments -> infer on test ->
 MAP@K) can run end to end without the 1.5 TB download.
 
@@ -60,6 +61,7 @@ throughout (no negative windows to learn from there).
 """
 
 import csv
+import json
 import os
 
 import numpy as np
@@ -106,6 +108,8 @@ VOCABULARY_COLUMNS = ("Index", "TrainVideoCount", "KnowledgeGraphId", "Name",
 _ID_ALPHABET = np.array(list(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"))
 _SPLITS = ("train", "validate", "test")
+# seed and options of a generated dataset, for the oracle (class_patterns)
+GENERATOR_FILE = "generator.json"
 
 
 def _options(options):
@@ -521,7 +525,17 @@ def generate(output_dir, num_train_videos, num_validate_videos, num_test_videos,
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["segment_id", "class", "score"])
         writer.writerows((sid, c, f"{score:.1f}") for sid, c, score in ground_truth)
+    with atomic_open(os.path.join(output_dir, GENERATOR_FILE)) as f:
+        json.dump({"seed": seed, "options": opts}, f, indent=1)
     return summary
+
+
+def read_generator_file(path):
+    """(seed, options) of the dataset whose `generator.json` is at `path`:
+    what `class_patterns(seed, **options)` needs for the oracle."""
+    with open(path) as handle:
+        generator = json.load(handle)
+    return generator["seed"], generator["options"]
 
 
 def define_flags(flag_values=flags.FLAGS):
