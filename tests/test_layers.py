@@ -147,3 +147,17 @@ def test_gradients_reach_every_dbof_moe_weight():
     for variable, gradient in zip(model.trainable_variables, gradients):
         assert gradient is not None, variable.path
         assert np.abs(gradient.numpy()).sum() > 0, variable.path
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: layers.LogisticClassifier(7, initial_probability=p),
+    lambda p: layers.MoeClassifier(7, num_mixtures=3, initial_probability=p),
+], ids=["logistic", "moe"])
+def test_classifier_starts_at_the_prior(make):
+    """Zero biases start 3862 classes at p = 0.5 (MoE: 1/3): the first
+    hundreds of steps only walk them down. The classifiers start at the
+    given prior instead (exactly, where the features carry no signal)."""
+    probabilities = make(2e-3)(np.zeros((4, 5), "float32")).numpy()
+    np.testing.assert_allclose(probabilities, 2e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match="initial_probability"):
+        make(1.5)

@@ -3,19 +3,26 @@
 import keras
 import numpy as np
 
+from yt8m_segments.layers.moe import DEFAULT_INITIAL_PROBABILITY, prior_bias
 
 
 @keras.saving.register_keras_serializable(package="yt8m_segments")
 class LogisticClassifier(keras.layers.Layer):
-    """sigmoid(x W + b): input [B, H] -> probabilities [B, num_classes]."""
+    """sigmoid(x W + b): input [B, H] -> probabilities [B, num_classes].
 
-    def __init__(self, num_classes, l2_penalty=1e-8, **kwargs):
+    The biases start at logit(`initial_probability`) (see `prior_bias`).
+    """
+
+    def __init__(self, num_classes, l2_penalty=1e-8,
+                 initial_probability=DEFAULT_INITIAL_PROBABILITY, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.l2_penalty = l2_penalty
+        self.initial_probability = initial_probability
         self.dense = keras.layers.Dense(
             num_classes, activation="sigmoid", name="logistic",
-            kernel_regularizer=keras.regularizers.L2(l2_penalty))
+            kernel_regularizer=keras.regularizers.L2(l2_penalty),
+            bias_initializer=prior_bias(initial_probability))
 
     def build(self, input_shape):
         self.dense.build(input_shape)
@@ -34,5 +41,6 @@ class LogisticClassifier(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
-                "l2_penalty": self.l2_penalty}
+                "l2_penalty": self.l2_penalty,
+                "initial_probability": self.initial_probability}
 

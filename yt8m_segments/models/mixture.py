@@ -29,6 +29,7 @@ from keras import ops
 
 from yt8m_segments.layers import masked_pooling
 from yt8m_segments.layers.batch_norm import BatchNorm
+from yt8m_segments.layers.moe import DEFAULT_INITIAL_PROBABILITY, prior_bias
 
 # Defaults the seed papers do not give: ours (recorded in every ModelConfig).
 DEFAULT_TEMPERATURE = 2.0
@@ -86,15 +87,18 @@ class MixtureClassifier(keras.layers.Layer):
     tuple (probabilities sigmoid(z_e) [B, C], z_e [B, C], z_m [B, N, C]).
     """
 
-    def __init__(self, num_classes, num_experts, l2_penalty=1e-8, **kwargs):
+    def __init__(self, num_classes, num_experts, l2_penalty=1e-8,
+                 initial_probability=DEFAULT_INITIAL_PROBABILITY, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.num_experts = num_experts
         self.l2_penalty = l2_penalty
+        self.initial_probability = initial_probability
         self.heads = [
             keras.layers.Dense(num_classes, name=f"logistic_{i}",
                                kernel_regularizer=keras.regularizers.L2(
-                                   l2_penalty))
+                                   l2_penalty),
+                               bias_initializer=prior_bias(initial_probability))
             for i in range(num_experts)]
 
     def build(self, input_shape):
@@ -129,7 +133,8 @@ class MixtureClassifier(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
                 "num_experts": self.num_experts,
-                "l2_penalty": self.l2_penalty}
+                "l2_penalty": self.l2_penalty,
+                "initial_probability": self.initial_probability}
 
 
 def is_mixture(model):

@@ -51,6 +51,7 @@ COMMON_DEFAULTS = {
     "gating_reduction": 8,
     "moe_num_mixtures": 2,
     "l2_penalty": 1e-8,
+    "initial_probability": layers.moe.DEFAULT_INITIAL_PROBABILITY,
     "mixture_size": 3,
     "mixture_models": None,
     "distill_temperature": mixture.DEFAULT_TEMPERATURE,
@@ -247,10 +248,12 @@ MODELS = {
 
 CLASSIFIERS = {
     "Logistic": lambda num_classes, hp: layers.LogisticClassifier(
-        num_classes, l2_penalty=hp["l2_penalty"], name="classifier"),
+        num_classes, l2_penalty=hp["l2_penalty"],
+        initial_probability=hp["initial_probability"], name="classifier"),
     "MoE": lambda num_classes, hp: layers.MoeClassifier(
         num_classes, num_mixtures=hp["moe_num_mixtures"],
-        l2_penalty=hp["l2_penalty"], name="classifier"),
+        l2_penalty=hp["l2_penalty"],
+        initial_probability=hp["initial_probability"], name="classifier"),
 }
 
 MIX_PREFIX = "Mix"
@@ -447,6 +450,7 @@ def build_model(config):
                     for i, sub in enumerate(subs)]
         probabilities, _, _ = mixture.MixtureClassifier(
             config.num_classes, len(subs), l2_penalty=hp["l2_penalty"],
+            initial_probability=hp["initial_probability"],
             name="classifier")([gate, *features])
     return keras.Model({"frames": frames, "mask": mask}, probabilities,
                        name=f"{config.model}_{classifier}")
