@@ -7,9 +7,11 @@ import pytest
 
 from test_end_to_end import TINY_MODEL, command
 from yt8m_segments import cache
+from yt8m_segments import eval as eval_lib
 from yt8m_segments import inference
 from yt8m_segments import predict
 from yt8m_segments import refine
+from yt8m_segments import refine_choice
 from yt8m_segments import run_artifacts
 from yt8m_segments import submission
 from yt8m_segments import synthetic
@@ -86,6 +88,35 @@ def test_cli_writes_cache_and_submission_that_agree(world):
     result = command("inference", *common, f"--output_file={out}/x.csv",
                      "--num_shards=2", expect_ok=False)
     assert "merge" in result.stderr
+
+
+def test_refine_auto_chooses_on_the_held_out_cache(world, tmp_path):
+    root, data = world["root"], world["data"]
+    validate = views.list_files(f"{data}/validate-*.tfrecord")
+    held_out = _build(world, tmp_path / "validate", validate)
+    _, ground_truth = eval_lib.read_record_labels(validate)
+    result = command(
+        "inference", f"--train_dir={root}/pretrain",
+        f"--input_data_pattern={data}/test-*.tfrecord",
+        f"--segment_labels_file={data}/segment_label_ids.csv",
+        "--segment_max_pred=6", "--num_classes=100",
+        f"--video_train_dir={root}/pretrain", f"--cache_dir={tmp_path}/test",
+        f"--output_file={tmp_path}/auto.csv", "--refine=auto",
+        f"--refine_cache_dir={tmp_path}/validate",
+        f"--eval_data_pattern={data}/validate-*.tfrecord")
+    assert ": chosen " in result.stderr
+    opened = cache.ProbabilityCache.open(str(tmp_path / "test"))
+    best = refine_choice.choose_for(opened, 6, held_out, ground_truth)
+    submission.write_submission_from_cache(str(tmp_path / "explicit.csv"), opened,
+                                           6, best)
+    assert (tmp_path / "auto.csv").read_text() == (
+        tmp_path / "explicit.csv").read_text()
+    # Without a held-out cache --refine=auto stops before any work.
+    result = command("inference", f"--train_dir={root}/pretrain",
+                     f"--input_data_pattern={data}/test-*.tfrecord",
+                     f"--output_file={tmp_path}/x.csv", "--refine=auto",
+                     expect_ok=False)
+    assert "--refine_cache_dir" in result.stderr
 
 
 def test_resume_skips_finished_parts(world, tmp_path, monkeypatch):

@@ -137,3 +137,30 @@ def test_refining_a_cache_without_videos_is_refused(tmp_path):
     with pytest.raises(ValueError, match="video_train_dir"):
         refine.refiner_for_cache(opened, refine.RefineOptions("topk"))
     assert refine.refiner_for_cache(opened, refine.RefineOptions("none")) is None
+
+
+@pytest.mark.parametrize("options", MODES, ids=lambda o: o.mode)
+def test_ranked_from_cache_is_the_dense_selection_less_dropped_pairs(tmp_path, options):
+    opened, world = _cache_of_world(str(tmp_path / "c"))
+    dense = refine.refine_dense(*world, options)
+    k = 9
+    ranked = refine.ranked_from_cache(opened, k, options)
+    for c, rows in enumerate(submission.top_k_per_class(dense, k)):
+        kept = rows[dense[rows, c] > refine.DROPPED]
+        assert ranked[int(opened.class_ids[c])] == opened.segment_ids[kept].tolist()
+
+
+def test_videos_fraction_is_a_share_of_the_videos():
+    world = _world(2)
+    by_share = refine.RefineOptions("video_num", videos_fraction=0.3)
+    by_count = refine.RefineOptions("video_num", videos_per_class=3)
+    assert by_share.videos_kept(NUM_VIDEOS) == 3
+    np.testing.assert_array_equal(refine.refine_dense(*world, by_share),
+                                  refine.refine_dense(*world, by_count))
+    assert by_share.parameters == "videos_fraction=0.3"
+    assert by_count.parameters == "videos_per_class=3"
+    assert refine.RefineOptions("topk,fusion", topk=8).parameters == (
+        "topk=8,fusion_weight=0.05")
+    assert refine.RefineOptions("none").parameters == ""
+    with pytest.raises(ValueError, match="refine_videos_fraction"):
+        refine.RefineOptions("video_num", videos_fraction=1.5).videos_kept(10)

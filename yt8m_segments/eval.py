@@ -21,12 +21,17 @@ Video level, GAP@20 of a cache's video probabilities against the records'
 video labels (printed before the MAP line when both are asked for):
   python -m yt8m_segments.eval --video_cache=D --eval_data_pattern='validate-*'
 `--refine=...` (flags of refine.py) scores the cache as refined: pairs the
-refinement drops leave the class lists.
+refinement drops leave the class lists. `--choose_refinement` scores a
+grid of refinements instead and prints the table and the best
+(refine_choice.py):
+  python -m yt8m_segments.eval --cache_dir=D --eval_data_pattern='validate-*' \
+      --segment_max_pred=K --choose_refinement
 `--report_file=R.png` (extra `plots`: matplotlib) draws the per-class AP
 histogram and, when the cache has video probabilities, MAP@K against the
 top-k refinement's k (see report.py).
 The last line of stdout is `MAP@K <value>` (`GAP@20 <value>` when only a
-video cache or a model's GAP is scored), so scripts can parse it.
+video cache or a model's GAP is scored; `chosen <mode> <parameters> MAP@K
+<value>` with --choose_refinement), so scripts can parse it.
 """
 
 from absl import app
@@ -39,6 +44,8 @@ import tensorflow as tf
 from yt8m_segments import cache as cache_lib
 from yt8m_segments import flag_defs
 from yt8m_segments import metrics
+from yt8m_segments import refine
+from yt8m_segments import refine_choice
 from yt8m_segments import run_artifacts
 from yt8m_segments import validation
 from yt8m_segments import submission
@@ -62,6 +69,13 @@ flags.DEFINE_string("video_cache", None,
                     "--eval_data_pattern.")
 flags.DEFINE_string("report_file", None,
                     "PNG report of a cache's evaluation (needs matplotlib).")
+flags.DEFINE_bool("choose_refinement", False,
+                  "Score the refinement grid of refine_choice.py on --cache_dir "
+                  "(held-out rated videos with video probabilities) and print "
+                  "one line per candidate, best first, `candidate <mode> "
+                  "<parameters> MAP@K <value>`, then the best as `chosen ...` "
+                  "(ties go to none). Warns when the video model looks "
+                  "uninformative.")
 
 
 VIDEO_TOPK_VALUES = (1, 2, 5, 10, 20, 50)
@@ -165,38 +179,12 @@ def read_record_labels(files, compression="auto", batch_size=256):
     return video_labels, ground_truth
 
 
-def ranked_from_cache(cache, k, refine_options=None, block_size=64):
-    """dict class id -> its top-k segment ids in a cache.ProbabilityCache.
-
-    Without refinement this is metrics.ranked_from_scores on the cache (the
-    ranking a submission written from it holds). With `refine_options` (a
-    refine.RefineOptions), each block of classes is refined first and the
-    pairs refinement drops are left out of the lists.
-    """
-    if refine_options is None or not refine_options.active:
-        return metrics.ranked_from_scores(cache.segment_ids, cache.segment_probs,
-                                          cache.class_ids, k)
-    from yt8m_segments import refine  # pylint: disable=import-outside-toplevel
-    refiner = refine.refiner_for_cache(cache, refine_options)
-    ranked = {}
-    for start in range(0, len(cache.class_ids), block_size):
-        columns = np.arange(start, min(start + block_size, len(cache.class_ids)))
-        block = np.ascontiguousarray(cache.segment_probs[:, columns].T,
-                                     dtype=np.float32)
-        refiner.apply(block, columns)
-        rows = submission.top_k_per_class(block.T, k)
-        for column, class_rows in zip(columns, rows):
-            kept = class_rows[block[column - start, class_rows] > refine.DROPPED]
-            ranked[int(cache.class_ids[column])] = cache.segment_ids[kept].tolist()
-    return ranked
-
-
 def evaluate_cache(cache_dir, ground_truth, k, per_class_file=None,
                    refine_options=None):
     """(MAP@k, per-class AP dict) of a cache's segment probabilities,
     refined first with `refine_options` (refine.RefineOptions) if given."""
     cache = cache_lib.ProbabilityCache.open(cache_dir)
-    ranked = ranked_from_cache(cache, k, refine_options)
+    ranked = refine.ranked_from_cache(cache, k, refine_options)
     known = set(cache.segment_ids.tolist())
     rated = {s for ratings in ground_truth.values() for s in ratings}
     missing = len(rated - known)
@@ -240,21 +228,18 @@ def evaluate_video_cache(cache_dir, video_labels, k=20):
 
 
 def map_against_topk(cache_dir, ground_truth, k, topk_values=VIDEO_TOPK_VALUES):
-    """[(topk, MAP@k)] under --refine=topk, or None without video probabilities
-    (or without the refine module)."""
-    try:
-        from yt8m_segments import refine  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return None
+    """[(topk, MAP@k)] under --refine=topk, or None without video probabilities."""
     cache = cache_lib.ProbabilityCache.open(cache_dir)
     if not cache.has_videos():
         return None
     return [(topk, metrics.segment_map_at_k(
-        ranked_from_cache(cache, k, refine.RefineOptions("topk", topk=topk)),
+        refine.ranked_from_cache(cache, k, refine.RefineOptions("topk", topk=topk)),
         ground_truth, k)) for topk in topk_values]
 
 
-def _labels_for_cache():
+def labels_from_flags():
+    """(video labels or None, rated pairs) from --ground_truth_file, else the
+    records of --eval_data_pattern."""
     if FLAGS.ground_truth_file:
         return None, submission.read_ground_truth(FLAGS.ground_truth_file)
     if not FLAGS.eval_data_pattern:
@@ -279,11 +264,13 @@ def main_cache(k):
     if not FLAGS.cache_dir:
         return
     if FLAGS.ground_truth_file or ground_truth is None:
-        _, ground_truth = _labels_for_cache()
-    refine_options = None
-    if "refine" in FLAGS and FLAGS.refine not in (None, "", "none"):
-        from yt8m_segments import refine  # pylint: disable=import-outside-toplevel
-        refine_options = refine.options_from_flags(FLAGS)
+        _, ground_truth = labels_from_flags()
+    if FLAGS.choose_refinement:
+        table, _ = refine_choice.choose(
+            cache_lib.ProbabilityCache.open(FLAGS.cache_dir), ground_truth, k)
+        print("\n".join(refine_choice.table_lines(table, k)))
+        return
+    refine_options = refine.options_from_flags(FLAGS)
     value, per_class = evaluate_cache(FLAGS.cache_dir, ground_truth, k,
                                       FLAGS.per_class_file, refine_options)
     if FLAGS.report_file:
@@ -300,6 +287,17 @@ def main(argv):
     k = FLAGS.segment_max_pred
     if FLAGS.report_file and not FLAGS.cache_dir:
         raise app.UsageError("--report_file reports on a --cache_dir")
+    if FLAGS.refine == refine_choice.AUTO:
+        raise app.UsageError("eval chooses the refinement with "
+                             "--choose_refinement; --refine=auto is inference's")
+    if FLAGS.choose_refinement:
+        if not FLAGS.cache_dir:
+            raise app.UsageError("--choose_refinement scores a --cache_dir")
+        if (refine.parse_modes(FLAGS.refine) or FLAGS.video_cache
+                or FLAGS.per_class_file or FLAGS.report_file):
+            raise app.UsageError("--choose_refinement tries every refinement: "
+                                 "no --refine, --video_cache, --per_class_file "
+                                 "or --report_file with it")
     if FLAGS.cache_dir or FLAGS.video_cache:
         if FLAGS.train_dir or FLAGS.submission_file:
             raise app.UsageError("give a cache, a submission or a model, not "

@@ -110,7 +110,11 @@ flags.DEFINE_string("refine", "none",
                     "Refinement with video-level probabilities: none, topk, "
                     "confidence, video_num, fusion, or a comma-separated "
                     "combination (filters intersect; 3rd place: topk,fusion). "
-                    "See yt8m_segments/refine.py.")
+                    "See yt8m_segments/refine.py. inference.py also takes "
+                    "auto: the refinement (and its parameter) that scores "
+                    "best on held-out rated videos, --refine_cache_dir "
+                    "(yt8m_segments/refine_choice.py); eval.py scores the "
+                    "same grid with --choose_refinement.")
 flags.DEFINE_integer("refine_topk", 20,
                      "topk: keep a class for a video's segments only if it is "
                      "among the video's top this-many classes.")
@@ -119,6 +123,11 @@ flags.DEFINE_float("refine_threshold", 0.00025,
                    "probability of it is above this (2nd place: 2.5e-4).")
 flags.DEFINE_integer("refine_videos_per_class", 2000,
                      "video_num: keep a class only in its top this-many videos.")
+flags.DEFINE_float("refine_videos_fraction", None,
+                   "video_num: keep a class only in its top this share of the "
+                   "videos, in (0, 1] (instead of --refine_videos_per_class; "
+                   "a share carries over between sets of different sizes, "
+                   "e.g. 0.02 ~ 2000 of the 89,506 test videos).")
 flags.DEFINE_float("refine_fusion_weight", 0.05,
                    "fusion: rank by video^b * segment^(1-b) with this b "
                    "(3rd place: 0.05).")

@@ -27,6 +27,20 @@ merges them (and can write the submission from the merged cache).
 A submission from an existing cache, without running a model:
   python -m yt8m_segments.inference --from_cache=D --output_file=... --refine=...
 
+Choosing the refinement: --refine=auto scores the grid of
+refine_choice.py on a cache of held-out rated videos (--refine_cache_dir,
+written by this command over validate records with the same
+--video_train_dir) against their rated pairs (--eval_data_pattern or
+--ground_truth_file), logs the table, and refines the submission with the
+best (none unless a refinement beats it):
+  python -m yt8m_segments.inference --train_dir=F --video_train_dir=P \
+      --input_data_pattern='validate-*' --cache_dir=VAL
+  python -m yt8m_segments.inference --train_dir=F --video_train_dir=P \
+      --input_data_pattern='test-*' --output_file=submission.csv \
+      --refine=auto --refine_cache_dir=VAL --eval_data_pattern='validate-*'
+Any refinement first checks the video model: a WARNING when its top classes
+are the same on almost every video (refine_choice.top_class_concentration).
+
 Per-frame work once per video: with context frames (n > 0) and a model whose
 aggregators split into per-frame features and pooling (every orderless one;
 models/windowed.py), the test view keeps each video whole (`per_video=True`),
@@ -49,9 +63,11 @@ from absl import flags
 from absl import logging
 
 from yt8m_segments import cache
+from yt8m_segments import eval as eval_lib
 from yt8m_segments import flag_defs
 from yt8m_segments import predict
 from yt8m_segments import refine
+from yt8m_segments import refine_choice
 from yt8m_segments import run_artifacts
 from yt8m_segments import submission
 from yt8m_segments.data import records
@@ -68,6 +84,14 @@ flags.DEFINE_list("merge_caches", None,
 flags.DEFINE_string("from_cache", None,
                     "Write --output_file from this existing cache (no model "
                     "is run).")
+flags.DEFINE_string("refine_cache_dir", None,
+                    "--refine=auto: a probability cache of held-out rated "
+                    "videos with video probabilities (this command over "
+                    "validate records, same models, with --cache_dir); the "
+                    "refinement is chosen on it against the rated pairs of "
+                    "--eval_data_pattern or --ground_truth_file, by MAP@K at "
+                    "the K reaching as deep into it as --segment_max_pred "
+                    "into the test set.")
 # Frames per video read for the video-level probabilities: --max_frames.
 flags.DEFINE_alias("video_max_frames", "max_frames")
 flags.DEFINE_integer("log_every_n_batches", 50,
@@ -326,11 +350,12 @@ def infer(train_dir, input_data_pattern, output_file, segment_max_pred,
           input_options=None, cache_dir=None, video_train_dir=None,
           num_shards=1, shard_index=0, refine_options=None,
           video_max_frames=300, num_classes=records.NUM_CLASSES,
-          log_every_n_batches=50):
+          log_every_n_batches=50, held_out=None):
     """Predict every test window into a cache; write the submission from it.
 
-    `context_frames` defaults to the run's own (what it was fine-tuned with).
-    Returns the cache's [segments, classes] shape.
+    `context_frames` defaults to the run's own (what it was fine-tuned with);
+    `held_out`: see write_from_cache. Returns the cache's [segments,
+    classes] shape.
     """
     if output_file and num_shards > 1:
         raise ValueError("a shard cannot write the submission: merge the shard "
@@ -349,24 +374,58 @@ def infer(train_dir, input_data_pattern, output_file, segment_max_pred,
             log_every_n_batches)
         logging.info("predicted %d segments x %d classes", *opened.shape)
         if output_file:
-            write_from_cache(opened, output_file, segment_max_pred, refine_options)
+            write_from_cache(opened, output_file, segment_max_pred,
+                             refine_options, held_out)
         return opened.shape
 
 
-def write_from_cache(opened, output_file, segment_max_pred, refine_options=None):
+def write_from_cache(opened, output_file, segment_max_pred, refine_options=None,
+                     held_out=None):
+    """The submission of `opened`, refined by `refine_options`.
+
+    --refine=auto first chooses the refinement on `held_out` (an opened
+    cache of held-out rated videos, their rated pairs); any refinement
+    checks the video model of `opened` first (a WARNING if uninformative).
+    """
     start = time.monotonic()
+    refine_options = refine_options or refine.RefineOptions()
+    if refine_options.mode == refine_choice.AUTO:
+        if held_out is None:
+            raise ValueError("--refine=auto needs a held-out cache and its "
+                             "rated pairs")
+        refine_options = refine_choice.choose_for(opened, segment_max_pred,
+                                                  *held_out)
+    if refine_options.active and opened.has_videos():
+        refine_choice.check_video_model(opened)
     submission.write_submission_from_cache(output_file, opened, segment_max_pred,
                                            refine_options)
-    logging.info("wrote %s (refine=%s) in %.1f s", output_file,
-                 refine_options.mode if refine_options else "none",
+    logging.info("wrote %s (refine=%s %s) in %.1f s", output_file,
+                 refine_options.mode, refine_options.parameters,
                  time.monotonic() - start)
+
+
+def _held_out():
+    """--refine=auto's (held-out cache, rated pairs), checked before any work."""
+    if not FLAGS.refine_cache_dir:
+        raise app.UsageError("--refine=auto needs --refine_cache_dir (a cache "
+                             "of held-out rated videos)")
+    held_out = cache.ProbabilityCache.open(FLAGS.refine_cache_dir)
+    if not held_out.has_videos():
+        raise app.UsageError(f"--refine_cache_dir={FLAGS.refine_cache_dir} has "
+                             "no video probabilities: write it with "
+                             "--video_train_dir")
+    return held_out, eval_lib.labels_from_flags()[1]
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     refine_options = flag_defs.refine_options()
-    refine.parse_modes(refine_options.mode)  # a bad --refine fails before work
+    held_out = None
+    if refine_options.mode == refine_choice.AUTO:
+        held_out = _held_out()
+    else:
+        refine.parse_modes(refine_options.mode)  # a bad --refine fails before work
     if FLAGS.merge_caches or FLAGS.from_cache:
         if FLAGS.merge_caches and FLAGS.from_cache:
             raise app.UsageError("use either --merge_caches or --from_cache")
@@ -383,14 +442,15 @@ def main(argv):
             opened = cache.ProbabilityCache.open(FLAGS.from_cache)
         if FLAGS.output_file:
             write_from_cache(opened, FLAGS.output_file, FLAGS.segment_max_pred,
-                             refine_options)
+                             refine_options, held_out)
         return
     for name in ("train_dir", "input_data_pattern"):
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
     if not (FLAGS.output_file or FLAGS.cache_dir):
         raise app.UsageError("give --output_file, --cache_dir or both")
-    if refine_options.active and not FLAGS.video_train_dir and FLAGS.output_file:
+    if ((held_out or refine_options.active) and not FLAGS.video_train_dir
+            and FLAGS.output_file):
         raise app.UsageError(f"--refine={refine_options.mode} needs "
                              "--video_train_dir (video-level probabilities)")
     infer(FLAGS.train_dir, FLAGS.input_data_pattern, FLAGS.output_file,
@@ -398,7 +458,7 @@ def main(argv):
           flag_defs.context_frames_override(), flag_defs.input_options(),
           FLAGS.cache_dir, FLAGS.video_train_dir, FLAGS.num_shards,
           FLAGS.shard_index, refine_options, FLAGS.max_frames,
-          FLAGS.num_classes, FLAGS.log_every_n_batches)
+          FLAGS.num_classes, FLAGS.log_every_n_batches, held_out)
 
 
 def run():

@@ -7,7 +7,9 @@ Modes (`--refine`, comma-separated to combine; filters intersect):
   confidence  ... only if the video's probability of c is above `threshold`
               (2nd place: 2.5e-4)
   video_num   ... only if the video is among class c's top
-              `videos_per_class` (2000) videos
+              `videos_per_class` (2000) videos, or its top
+              `videos_fraction` of the videos when that is set (a share
+              carries over between sets of different sizes)
   fusion      rank by video^b * segment^(1-b), b = `fusion_weight`
               (3rd place: 0.05, over each video's top-20 classes, i.e.
               `--refine=topk,fusion`)
@@ -19,12 +21,17 @@ exists; filters alone only mark dropped pairs (selection then ranks float16
 bits as integers), fusion gives float32 scores per block. The per-(class, video) keep matrix is
 [C, V] bool (90 MB at the real test set's 1000 x 89,506), built with
 tf.math.top_k over blocks of videos (topk) or of classes (video_num).
+
+`ranked_from_cache` gives the class lists a refined cache submits, the
+input of MAP@K (eval.py, refine_choice.py).
 """
 
 import dataclasses
 
 import numpy as np
 import tensorflow as tf
+
+from yt8m_segments import submission
 
 MODES = ("none", "topk", "confidence", "video_num", "fusion")
 FILTERS = ("topk", "confidence", "video_num")
@@ -40,6 +47,7 @@ class RefineOptions:
     threshold: float = 0.00025
     videos_per_class: int = 2000
     fusion_weight: float = 0.05
+    videos_fraction: float = None
 
     @property
     def modes(self):
@@ -48,6 +56,27 @@ class RefineOptions:
     @property
     def active(self):
         return bool(self.modes)
+
+    def videos_kept(self, num_videos):
+        """video_num's videos per class among `num_videos`."""
+        if self.videos_fraction is None:
+            return self.videos_per_class
+        if not 0 < self.videos_fraction <= 1:
+            raise ValueError("--refine_videos_fraction must be in (0, 1], got "
+                             f"{self.videos_fraction}")
+        return max(1, round(self.videos_fraction * num_videos))
+
+    @property
+    def parameters(self):
+        """'topk=5,fusion_weight=0.05': the values the modes use, named as
+        their flags without `refine_` ('' for none)."""
+        names = {"topk": "topk", "confidence": "threshold",
+                 "video_num": ("videos_per_class" if self.videos_fraction is None
+                               else "videos_fraction"),
+                 "fusion": "fusion_weight"}
+        values = {name: getattr(self, name)
+                  for name in (names[mode] for mode in self.modes)}
+        return ",".join(f"{name}={value:g}" for name, value in values.items())
 
 
 def parse_modes(text):
@@ -66,10 +95,11 @@ def options_from_flags(flag_values):
     return RefineOptions(flag_values.refine, flag_values.refine_topk,
                          flag_values.refine_threshold,
                          flag_values.refine_videos_per_class,
-                         flag_values.refine_fusion_weight)
+                         flag_values.refine_fusion_weight,
+                         flag_values.refine_videos_fraction)
 
 
-def _row_blocks(source, block_rows):
+def row_blocks(source, block_rows):
     """(start, rows) of a 2-D array, memmap or cache.NpyReader, as stored."""
     if hasattr(source, "row_blocks"):
         yield from source.row_blocks(block_rows)
@@ -102,8 +132,6 @@ class Refiner:
 
     def __init__(self, options, class_ids, segment_video_rows, video_probs,
                  video_class_ids):
-        from yt8m_segments import submission  # order keys, fp16 table
-        self._submission = submission
         self.options = options
         self.modes = options.modes
         self.fuses = "fusion" in self.modes
@@ -131,7 +159,7 @@ class Refiner:
             k = min(options.topk, num_video_classes)
             if k < 1:
                 raise ValueError(f"--refine_topk must be at least 1, got {options.topk}")
-        for start, rows in _row_blocks(video_probs, VIDEO_BLOCK):
+        for start, rows in row_blocks(video_probs, VIDEO_BLOCK):
             rows = _as_float16(rows)
             stop = start + len(rows)
             self.video_bits[:, start:stop] = rows.view(np.uint16)[:, columns].T
@@ -146,9 +174,10 @@ class Refiner:
                 options.threshold)
             self.keep = above if self.keep is None else self.keep & above
         if "video_num" in self.modes:
-            if options.videos_per_class < 1:
+            k = options.videos_kept(num_videos)
+            if k < 1:
                 raise ValueError("--refine_videos_per_class must be at least 1")
-            k = min(options.videos_per_class, num_videos)
+            k = min(k, num_videos)
             top_videos = np.zeros((num_classes, num_videos), dtype=bool)
             for start in range(0, num_classes, CLASS_BLOCK):
                 keys = submission.order_keys(
@@ -192,13 +221,20 @@ class Refiner:
             video = self._video_power[self.video_bits[columns]]
             scores *= np.take(video, self.rows, axis=1)
         elif raw.dtype == np.float16:
-            scores = self._submission.float16_to_float32(raw)
+            scores = submission.float16_to_float32(raw)
         else:
             scores = raw.astype(np.float32)  # a copy: the caller's stays
         dropped = self.drop_mask(columns)
         if dropped is not None:
             np.copyto(scores, np.float32(DROPPED), where=dropped)
         return scores
+
+    def kept(self, rows):
+        """[C, k] bool: whether each class's selected segment rows ([C, k],
+        every class of the refiner) survive the filters."""
+        if self.keep is None:
+            return np.ones(np.shape(rows), dtype=bool)
+        return np.take_along_axis(self.keep, self.rows[rows], axis=1)
 
     def apply(self, block, columns):
         """Refine a float32 block in place; returns it."""
@@ -216,6 +252,25 @@ def refiner_for_cache(cache, options):
             f"cache {cache.path} has none: write it with --video_train_dir")
     return Refiner(options, cache.class_ids, cache.segment_video_rows(),
                    cache.video_reader(), cache.video_class_ids)
+
+
+def ranked_from_cache(cache, k, options=None):
+    """dict class id -> its top-k segment ids in a cache.ProbabilityCache,
+    refined by `options` (RefineOptions; None: none): the ranking a
+    submission written from it holds, less the pairs refinement drops.
+
+    Selection is submission.top_k_per_class on the cache's float16 bits
+    (filters) or fused float32 scores: the same lists as the CSV.
+    """
+    refiner = refiner_for_cache(cache, options or RefineOptions())
+    rows = submission.top_k_per_class(cache.segment_probs, k, refiner=refiner)
+    if refiner is not None:
+        rows = [r[kept] for r, kept in zip(rows, refiner.kept(rows))]
+    # Object array of the ids: the lists share one str per segment.
+    segment_ids = np.empty(len(cache.segment_ids), dtype=object)
+    segment_ids[:] = np.asarray(cache.segment_ids).tolist()
+    return {int(class_id): segment_ids[class_rows].tolist()
+            for class_id, class_rows in zip(cache.class_ids, rows)}
 
 
 def refine_dense(segment_probs, class_ids, segment_video_rows, video_probs,
