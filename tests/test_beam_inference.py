@@ -41,16 +41,19 @@ def world(tmp_path_factory):
                        num_active_classes=8, num_segment_classes=4,
                        min_frames=10, max_frames=33, num_files_per_split=3)
     tf.keras.utils.set_random_seed(11)
-    # Untrained weights: enough to compare two ways of computing one function.
+    # Untrained weights: enough to compare two ways of computing one function
+    # (zero biases, not the prior start, so that the outputs spread).
     segment = ModelConfig("NeXtVLAD", "Logistic", len(SEGMENT_CLASSES), 1152,
                           {"nextvlad_cluster_size": 4, "nextvlad_groups": 4,
-                           "hidden_size": 16, "gating_reduction": 4})
+                           "hidden_size": 16, "gating_reduction": 4,
+                           "initial_probability": None})
     run_artifacts.save_run(str(root / "segment"), build_model(segment), segment,
                            SEGMENT_CLASSES, FeatureSpec(),
                            extra={"stage": "finetune",
                                   "context_frames": CONTEXT_FRAMES})
     video = ModelConfig("DBoF", "MoE", 100, 1152, {"dbof_cluster_size": 16,
-                                                   "dbof_hidden_size": 8})
+                                                   "dbof_hidden_size": 8,
+                                                   "initial_probability": None})
     run_artifacts.save_run(str(root / "video"), build_model(video), video,
                            list(range(100)), FeatureSpec(),
                            extra={"stage": "pretrain"})

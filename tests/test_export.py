@@ -39,15 +39,17 @@ def exported(tmp_path_factory):
     tf.keras.utils.set_random_seed(keras_seed)
     # A segment model over 6 classes, "fine-tuned" with context frames, and a
     # video-level model over the 100-class vocabulary (untrained weights are
-    # enough to compare two ways of computing the same function).
+    # enough to compare two ways of computing the same function; zero biases,
+    # not the prior start, so that the outputs spread).
     _save(root / "segment", ModelConfig(
         "NeXtVLAD", "Logistic", len(SEGMENT_CLASSES), 1152,
         {"nextvlad_cluster_size": 4, "nextvlad_groups": 4, "hidden_size": 16,
-         "gating_reduction": 4}),
+         "gating_reduction": 4, "initial_probability": None}),
         SEGMENT_CLASSES, stage="finetune", context_frames=CONTEXT_FRAMES)
     _save(root / "video", ModelConfig(
         "DBoF", "MoE", 100, 1152, {"dbof_cluster_size": 16,
-                                   "dbof_hidden_size": 8}),
+                                   "dbof_hidden_size": 8,
+                                   "initial_probability": None}),
         list(range(100)), stage="pretrain")
     result = subprocess.run(
         [sys.executable, "-m", "yt8m_segments.export",
@@ -173,7 +175,8 @@ def test_video_level_run_is_served_each_video_mean_frame(exported):
     root = exported
     _save(root / "video_means", ModelConfig(
         "ResNetLike", "Logistic", 100, 1152,
-        {"resnet_branch_size": 8, "resnet_hidden_size": 8}),
+        {"resnet_branch_size": 8, "resnet_hidden_size": 8,
+         "initial_probability": None}),
         list(range(100)), stage="pretrain", frame_features=False)
     module = export.build_module(str(root / "segment"),
                                  str(root / "video_means"))

@@ -4,7 +4,10 @@ r"""The end-to-end demo: generate data, pretrain, fine-tune, infer, score.
 
 Runs every stage through its real command line, as a user would, and prints
 MAP@K (K scaled to the test set as SPEC section 4 says) of the fine-tuned
-model beside the pretrained model used without fine-tuning and random scores.
+model beside the pretrained model used without fine-tuning, random scores,
+the window-mean logistic baseline and the generator's oracle, and stage 1's
+video GAP@20 beside the label prior and the ridge baseline
+(yt8m_segments/baselines.py).
 """
 
 import os
@@ -12,13 +15,16 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 from absl import app
 from absl import flags
 
+from yt8m_segments import baselines
+from yt8m_segments import eval as eval_lib
 from yt8m_segments import metrics
 from yt8m_segments import submission
 from yt8m_segments import synthetic
+from yt8m_segments.data import reader
+from yt8m_segments.data.features import FeatureSpec
 
 synthetic.define_flags()
 flags.DEFINE_string(
@@ -47,13 +53,6 @@ def _map_from_eval(stdout):
     name, value = stdout.strip().splitlines()[-1].split()
     assert name.startswith("MAP@"), stdout
     return float(value)
-
-
-def _random_map(data_dir, segment_ids, class_ids, k, ground_truth, seed):
-    scores = np.random.default_rng(seed).random(
-        (len(segment_ids), len(class_ids)), dtype=np.float32)
-    ranked = metrics.ranked_from_scores(segment_ids, scores, class_ids, k)
-    return metrics.segment_map_at_k(ranked, ground_truth, k)
 
 
 def run_demo(output_dir, recipe_dir, seed, **data_options):
@@ -103,28 +102,46 @@ def run_demo(output_dir, recipe_dir, seed, **data_options):
             f"--segment_max_pred={k}"))
     ground_truth = submission.read_ground_truth(ground_truth_file)
     class_ids = sorted(summary["segment_class_ids"])
-    results = {"random scores": _random_map(
-        data_dir, segment_ids, class_ids, k, ground_truth, seed), **results}
+    files = {split: reader.list_files(p) for split, p in pattern.items()}
+    references = baselines.reference_table(
+        files["train"], files["validate"], files["test"], ground_truth,
+        FeatureSpec(), class_ids, k=k,
+        patterns=synthetic.class_patterns(seed, **data_options))
+    results = {
+        "random scores": references["segment: random"],
+        "window-mean logistic (baseline)":
+            references["segment: window-mean logistic"],
+        **results,
+        "oracle: true class patterns": references[
+            "segment: oracle (true patterns)"]}
+    video = {"label prior": references["video: label prior"],
+             "ridge on mean frames (baseline)":
+                 references["video: ridge on mean frame"],
+             "pretrained run": eval_lib.evaluate_model_gap(
+                 pretrain_dir, files["validate"])}
     print(f"demo finished in {time.time() - start:.0f} s", flush=True)
-    return results, k
+    return results, video, k
 
 
-def format_table(results, k):
+def format_table(results, metric):
     width = max(len(name) for name in results)
-    lines = [f"{'model':<{width}}  MAP@{k}", f"{'-' * width}  {'-' * 8}"]
+    lines = [f"{'model':<{width}}  {metric}", f"{'-' * width}  {'-' * 8}"]
     lines += [f"{name:<{width}}  {value:.4f}" for name, value in results.items()]
     return "\n".join(lines)
 
 
 def main(argv):
     del argv
-    results, k = run_demo(
+    results, video, k = run_demo(
         FLAGS.output_dir or "demo_output", FLAGS.recipe_dir, FLAGS.seed,
         num_train_videos=FLAGS.num_train_videos,
         num_validate_videos=FLAGS.num_validate_videos,
         num_test_videos=FLAGS.num_test_videos,
         **{name: getattr(FLAGS, name) for name in synthetic.DEFAULTS})
-    print(format_table(results, k))
+    print("segments, test set:")
+    print(format_table(results, f"MAP@{k}"))
+    print("videos, validate set (stage 1):")
+    print(format_table(video, "GAP@20"))
 
 
 def run():

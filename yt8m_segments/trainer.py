@@ -3,8 +3,8 @@
 The loop runs `strategy.run` over a distributed dataset (Keras 3 `fit` cannot
 do the multi-worker case). It keeps, under `train_dir`:
 - `checkpoints/`: tf.train checkpoints (model, optimizer with its EMA, step,
-  epoch) every `checkpoint_every_steps`, written by TF's CheckpointManager,
-  which renames into place; plus `ckpt-<step>.weights.h5` raw weights for SWA.
+  epoch, dropout's random states) every `checkpoint_every_steps`, written by
+  TF's CheckpointManager, which renames into place; plus `ckpt-<step>.weights.h5` raw weights for SWA.
 - `summaries/`: TensorBoard scalars (loss, learning rate, validation MAP or
   GAP).
 - `best/`: the run with the best validation score so far.
@@ -104,10 +104,16 @@ class Trainer:
                                                 trainable=False)
             self.best_map = tf.Variable(-1.0, dtype=tf.float64,
                                         trainable=False)
+        # Keras keeps dropout's seed-generator states out of its weights, so
+        # they are checkpointed here: a resumed run draws the masks an
+        # uninterrupted one would.
+        random_states = [variable.value for variable in model.variables
+                         if variable.path.endswith("seed_generator_state")]
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=self.optimizer, step=self.step,
             epoch=self.epoch, epoch_start_step=self.epoch_start_step,
-            best_map=self.best_map, **(extra_state or {}))
+            best_map=self.best_map, random_states=random_states,
+            **(extra_state or {}))
         # Every worker saves (it is collective); only the chief's is kept.
         directory = os.path.join(train_dir, CHECKPOINT_DIR)
         if not self.chief:

@@ -229,7 +229,8 @@ def dataset(cache_dir, batch_size, num_sample_frames=None,
         num_frames = tf.cast(tf.gather(row_splits_tensor, index + 1) - first,
                              tf.int32)
         flat_index, mask = views.video_frame_index(
-            first, num_frames, num_sample_frames, sample_random_frames, seed)
+            first, num_frames, num_sample_frames, sample_random_frames, seed,
+            views.batch_key(tf.strings.as_string(index)))
         frames, ids, labels, rows = tf.numpy_function(
             gather, [index, flat_index],
             [tf.as_dtype(stored["frames"].type), tf.string, tf.int64,

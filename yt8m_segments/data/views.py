@@ -56,26 +56,41 @@ def multi_hot(values, rows, num_rows, depth):
                                     tf.ones([tf.shape(index)[0]]))
 
 
+def batch_key(names):
+    """An int64 naming a batch by its contents ([B] strings), for stateless
+    sampling: the same batch draws the same frames whatever thread maps it."""
+    return tf.strings.to_hash_bucket_fast(
+        tf.strings.reduce_join(names, separator="\n"), 2 ** 62)
+
+
 def video_frame_index(first, num_frames, num_sample_frames=None,
-                      sample_random_frames=False, seed=None):
+                      sample_random_frames=False, seed=None, key=None):
     """[B, N] flat frame index and mask of the frames a video view keeps.
 
     Video b's frames are flat frames first[b] (int64) onwards, num_frames[b]
     of them. All of them (N = the longest video), or `num_sample_frames`:
     random with replacement (`sample_random_frames`), else one random
-    contiguous run, masked past the video's end.
+    contiguous run, masked past the video's end. With `seed` and `key`
+    (`batch_key`) the draw is stateless, a function of both: a parallel map
+    then gives the same frames on every run, so a resumed run trains on the
+    batches an uninterrupted one would.
     """
+    def uniform(shape):
+        if seed is None or key is None:
+            return tf.random.uniform(shape, seed=seed)
+        return tf.random.stateless_uniform(
+            shape, tf.stack([tf.constant(seed, tf.int64), key]))
+
     if not num_sample_frames:
         positions = tf.range(tf.reduce_max(num_frames))[None, :]
     elif sample_random_frames:
-        uniform = tf.random.uniform([tf.shape(num_frames)[0],
-                                     num_sample_frames], seed=seed)
         positions = tf.cast(tf.floor(
-            uniform * tf.cast(num_frames, tf.float32)[:, None]), tf.int32)
+            uniform([tf.shape(num_frames)[0], num_sample_frames])
+            * tf.cast(num_frames, tf.float32)[:, None]), tf.int32)
     else:
         room = tf.maximum(num_frames - num_sample_frames, 0)
         start = tf.cast(tf.floor(
-            tf.random.uniform(tf.shape(num_frames), seed=seed)
+            uniform(tf.shape(num_frames))
             * tf.cast(room + 1, tf.float32)), tf.int32)
         positions = start[:, None] + tf.range(num_sample_frames)[None, :]
     return parsing.frame_index(first, positions, num_frames)
@@ -103,7 +118,7 @@ def video_dataset(pattern, feature_spec, num_classes, max_frames, batch_size,
         flat_index, mask = video_frame_index(
             parsed["row_splits"][:-1],
             tf.minimum(parsed["num_frames"], max_frames), num_sample_frames,
-            sample_random_frames, seed)
+            sample_random_frames, seed, batch_key(parsed["id"]))
         num_videos = tf.shape(parsed["num_frames"])[0]
         labels = parsed["labels"]
         return {"id": parsed["id"],
