@@ -137,3 +137,12 @@ def test_mixture_with_context_frames_through_both_stages(runs):
                      f"--train_dir={runs}/mix_finetune", "--segment_max_pred=50",
                      "--num_classes=100")
     assert result.stdout.strip().splitlines()[-1].startswith("MAP@50 ")
+
+
+def test_demo_module_defines_its_flags_once():
+    """The main job's module imports: a flag defined by two of the modules it
+    imports (say --num_classes by flag_defs and synthetic) fails here."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import yt8m_segments.demo"],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]

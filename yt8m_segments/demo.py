@@ -19,7 +19,6 @@ from absl import app
 from absl import flags
 
 from yt8m_segments import baselines
-from yt8m_segments import eval as eval_lib
 from yt8m_segments import metrics
 from yt8m_segments import submission
 from yt8m_segments import synthetic
@@ -49,9 +48,10 @@ def _command(module, *args):
     return result.stdout
 
 
-def _map_from_eval(stdout):
+def _score_from_eval(stdout, metric="MAP@"):
+    """The value of eval.py's last line, `MAP@K value` (or `GAP@k value`)."""
     name, value = stdout.strip().splitlines()[-1].split()
-    assert name.startswith("MAP@"), stdout
+    assert name.startswith(metric), stdout
     return float(value)
 
 
@@ -96,7 +96,7 @@ def run_demo(output_dir, recipe_dir, seed, **data_options):
                 output_file).values() for s in ids})
             k = metrics.scaled_k(len(segment_ids))
         _command("inference", *args, f"--segment_max_pred={k}")
-        results[name] = _map_from_eval(_command(
+        results[name] = _score_from_eval(_command(
             "eval", f"--submission_file={output_file}",
             f"--ground_truth_file={ground_truth_file}",
             f"--segment_max_pred={k}"))
@@ -117,8 +117,9 @@ def run_demo(output_dir, recipe_dir, seed, **data_options):
     video = {"label prior": references["video: label prior"],
              "ridge on mean frames (baseline)":
                  references["video: ridge on mean frame"],
-             "pretrained run": eval_lib.evaluate_model_gap(
-                 pretrain_dir, files["validate"])}
+             "pretrained run": _score_from_eval(_command(
+                 "eval", "--eval_metric=gap", f"--train_dir={pretrain_dir}",
+                 f"--eval_data_pattern={pattern['validate']}"), "GAP@")}
     print(f"demo finished in {time.time() - start:.0f} s", flush=True)
     return results, video, k
 
