@@ -106,7 +106,7 @@ def run_demo(output_dir, recipe_dir, seed, **data_options):
     references = baselines.reference_table(
         files["train"], files["validate"], files["test"], ground_truth,
         FeatureSpec(), class_ids, k=k,
-        patterns=synthetic.class_patterns(seed, **data_options))
+        patterns=synthetic.class_patterns(seed, **summary["options"]))
     results = {
         "random scores": references["segment: random"],
         "window-mean logistic (baseline)":
