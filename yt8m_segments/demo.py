@@ -30,8 +30,9 @@ flags.DEFINE_string(
     "recipe_dir",
     os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                  "flags"),
-    "Folder of the recipe: demo.flags (the model) and demo_pretrain.flags / "
-    "demo_finetune.flags (each stage's schedule).")
+    "Folder of the recipe: demo.flags (shared by both stages; the shipped one "
+    "keeps train.py's defaults) and demo_pretrain.flags / demo_finetune.flags "
+    "(each stage's).")
 
 FLAGS = flags.FLAGS
 
