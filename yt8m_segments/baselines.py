@@ -92,28 +92,6 @@ class Ridge:
         return scores
 
 
-def ridge_video_gap(train_files, eval_files, feature_spec, k=20, l2=100.0,
-                    **read_options):
-    """GAP@k on `eval_files` of a ridge fitted on `train_files` (video labels)."""
-    _, train_x, train_y = video_mean_frames(train_files, feature_spec,
-                                            **read_options)
-    _, eval_x, eval_y = video_mean_frames(eval_files, feature_spec,
-                                          **read_options)
-    model = Ridge(l2).fit(train_x, train_y)
-    return metrics.gap_at_k(model.predict(eval_x), eval_y, k)
-
-
-def label_prior_gap(train_files, eval_files, feature_spec, k=20,
-                    **read_options):
-    """GAP@k of predicting every video the train label frequencies: the floor
-    a video model collapsed onto the label prior sits on."""
-    _, _, train_y = video_mean_frames(train_files, feature_spec,
-                                      **read_options)
-    _, _, eval_y = video_mean_frames(eval_files, feature_spec, **read_options)
-    prior = train_y.mean(axis=0, dtype=np.float64).astype(np.float32)
-    return metrics.gap_at_k(np.broadcast_to(prior, eval_y.shape), eval_y, k)
-
-
 def rated_window_means(files, feature_spec, segment_class_ids,
                        vocabulary_size=records.NUM_CLASSES, batch_size=256,
                        input_options=None):
