@@ -24,6 +24,35 @@ def test_build_by_name_including_starter_names(model, classifier):
     assert built(feed()).shape == (3, 7)
 
 
+def test_mean_frame_path_gives_the_classifier_a_linear_reader_of_the_mean_frame():
+    """DBoF's default: with the aggregator's rows of a logistic classifier
+    zeroed, the model is exactly logistic regression on the mean of the real
+    (L2-normalised) frames; padding does not change it."""
+    built = build_model(ModelConfig("DBoF", "Logistic", 7, 12,
+                                    {**SMALL, "dropout": 0.0}))
+    assert built.get_layer("classifier").input.shape[-1] == 6 + 12
+    rng = np.random.default_rng(1)
+    weights = rng.normal(size=(6 + 12, 7)).astype("float32")
+    weights[:6] = 0.0  # the DBoF's hidden units
+    bias = rng.normal(size=7).astype("float32")
+    classifier = built.get_layer("classifier")
+    classifier.set_weights([weights, bias])
+    inputs = feed()
+    frames = inputs["frames"] / np.linalg.norm(inputs["frames"], axis=-1,
+                                               keepdims=True)
+    mask = inputs["mask"][..., None]
+    mean = (frames * mask).sum(1) / mask.sum(1)
+    expected = 1.0 / (1.0 + np.exp(-(mean @ weights[6:] + bias)))
+    np.testing.assert_allclose(built(inputs), expected, rtol=1e-5, atol=1e-6)
+    padded = {"frames": np.concatenate(
+        [inputs["frames"], rng.normal(size=(3, 4, 12)).astype("float32")], 1),
+        "mask": np.concatenate([inputs["mask"], np.zeros((3, 4), bool)], 1)}
+    np.testing.assert_allclose(built(padded), expected, rtol=1e-5, atol=1e-6)
+    plain = build_model(ModelConfig("DBoF", "Logistic", 7, 12,
+                                    {**SMALL, "mean_frame_path": False}))
+    assert plain.get_layer("classifier").input.shape[-1] == 6
+
+
 def test_unknown_names_list_the_choices():
     with pytest.raises(ValueError, match="unknown model 'NoSuch'.*DBoF"):
         build_model(ModelConfig("NoSuch", "MoE", 7, 12))

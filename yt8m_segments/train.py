@@ -65,7 +65,7 @@ flags.DEFINE_bool("sample_random_frames", True,
                   "With --num_sample_frames: random frames with replacement; "
                   "otherwise one random contiguous run.")
 flags.DEFINE_float("learning_rate", None,
-                   "Adam learning rate; default 3e-3 to pretrain, and the "
+                   "Adam learning rate; default 1e-2 to pretrain, and the "
                    "pretraining run's to fine-tune.")
 flags.DEFINE_integer("num_epochs", None,
                      "Passes over the training data; default 15 to pretrain, "
@@ -141,7 +141,7 @@ FLAGS = flags.FLAGS
 # before it had learned what a ridge regression on mean frames knows, and
 # fine-tuning at 0.1x that rate scored below a window-mean logistic.
 # Fine-tuning runs at the pretraining run's rate.
-DEFAULT_PRETRAIN_LEARNING_RATE = 3e-3
+DEFAULT_PRETRAIN_LEARNING_RATE = 1e-2
 DEFAULT_EPOCHS = {"pretrain": 15, "finetune": 6}
 DEFAULT_EMA_MOMENTUM = {"pretrain": 0.99, "finetune": 0.0}
 

@@ -16,6 +16,9 @@ Composition of a frame model (`MODELS[name]`, hyperparameters in `hparams`):
   [hidden]    `hidden_size` > 0: FC without bias + BN + `hidden_activation`
   [gating]    `gating`: "none", "willow" (full-matrix context gating) or "se"
               (squeeze-excitation, reduction `gating_reduction`)
+  [mean frame] `mean_frame_path`: the mean of the real frames [B, D] joins
+              the head's output, so the classifier also reads the mean frame
+              linearly (DBoF's default; see `_features`)
   classifier  "MoE" or "Logistic" (the layer is always named "classifier")
 Each model's defaults (`MODELS[name].defaults`) are its paper's sizes;
 `hparams` override them. `resolve_hparams` gives the merged dict, which is
@@ -49,6 +52,7 @@ COMMON_DEFAULTS = {
     "hidden_activation": "relu6",
     "gating": "none",
     "gating_reduction": 8,
+    "mean_frame_path": False,
     "moe_num_mixtures": 2,
     "l2_penalty": 1e-8,
     "initial_probability": layers.moe.DEFAULT_INITIAL_PROBABILITY,
@@ -176,10 +180,10 @@ MODELS = {
         # "Results against baselines"); the starter's 8192 clusters, max
         # pooling and hidden 1024 are flags/p4_dbof.flags.
         {"dbof_cluster_size": 256, "dbof_hidden_size": 128,
-         "dbof_pooling": "average", "dropout": 0.3},
+         "dbof_pooling": "average", "dropout": 0.5, "mean_frame_path": True},
         "MoE", "starter code DbofModel's design at CPU size: 256 clusters, "
-        "average pooling, hidden 128, dropout 0.3, MoE 2 (the starter's "
-        "8192 / max / 1024: flags/p4_dbof.flags)"),
+        "average pooling, hidden 128, dropout 0.5, plus the mean frame, "
+        "MoE 2 (the starter's 8192 / max / 1024: flags/p4_dbof.flags)"),
     "GatedDBoF": ModelSpec(
         _whole(lambda hp, name: layers.GatedDBoF(
             cluster_size=hp["dbof_cluster_size"],
@@ -424,8 +428,20 @@ def _head(x, hp, prefix):
 
 
 def _features(name, frames, mask, hp, prefix):
-    """Aggregator + head of frame model `name`: [B, H] before the classifier."""
-    return _head(MODELS[name].aggregate(frames, mask, hp, prefix), hp, prefix)
+    """Aggregator + head of frame model `name`: [B, H] before the classifier.
+
+    With `mean_frame_path` the mean of the real frames [B, D] joins the
+    head's output: the classifier then holds a linear reader of the mean
+    frame (a window-mean logistic, a ridge-like video model) beside the
+    aggregator, which a bottleneck of relu6 clusters only approximates.
+    """
+    features = _head(MODELS[name].aggregate(frames, mask, hp, prefix), hp,
+                     prefix)
+    if not hp["mean_frame_path"]:
+        return features
+    mean = layers.FramePooling("average", name=prefix + "mean_frame")(
+        frames, mask=mask)
+    return keras.layers.Concatenate(name=prefix + "features")([features, mean])
 
 
 def build_model(config):
