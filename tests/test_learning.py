@@ -5,7 +5,9 @@ CI-sized: a small generated world and the commands with their defaults
 minute each. These are the tests that would have caught stage 1 learning
 only the label prior: the batch norms' moving variance still held 0.99^t of
 its initial 1 after t steps (inference then shrank every feature), and 3862
-classifier biases started at p = 0.5.
+classifier biases started at p = 0.5; and the DBoF without its mean-frame
+path, whose relu6 clusters read the planted linear patterns less well than
+a ridge on the mean frame (0.93x of it here, 0.98x with the path).
 """
 
 import os
@@ -65,14 +67,15 @@ def world(tmp_path_factory):
 
 def test_stage1_learns_the_content_not_the_prior(world):
     """Video GAP@20 of the default pretraining: far above the label-prior
-    predictor (where the old defaults sat) and near the ridge."""
+    predictor (where the old defaults sat) and within 5% of the ridge (the
+    DBoF without its mean-frame path, dropout 0.3, lr 3e-3: 0.93x)."""
     gap = eval_lib.evaluate_model_gap(str(world["root"] / "pretrain"),
                                       world["files"]["validate"])
     prior = world["table"]["video: label prior"]
     ridge = world["table"]["video: ridge on mean frame"]
     assert ridge > prior + 0.2  # the world is learnable
     assert gap > prior + 0.5 * (ridge - prior), (gap, prior, ridge)
-    assert gap > 0.85 * ridge, (gap, ridge)
+    assert gap > 0.95 * ridge, (gap, ridge)
 
 
 def _finetune_map(world, pretrain_dir, name):
