@@ -11,8 +11,10 @@ defaults, as a user runs them (`train.py --stage=pretrain`, `train.py
 --stage=finetune`, `inference.py`, no flagfile): GAP@20 of stage 1, MAP@K
 of the pretrained run alone, of the fine-tuned run, and of the fine-tuned
 run refined by each mode with stage 1 as the video model (the modes'
-default parameters, and `auto`: chosen on the validate videos' cache, which
-the fine-tuned model has trained on). Prints a markdown table, a column per
+default parameters, and `auto`: the mode and parameter chosen on held-out
+rated segments, those of the last validate file, by a second fine-tuning
+on the other validate files; the fine-tuned model itself trains on all of
+them, so its own validate scores would make every refinement look useless). Prints a markdown table, a column per
 setting, with the ratios to the baselines and the time each setting took.
 """
 
@@ -90,13 +92,21 @@ def run_setting(name, options, work_dir, scale, seed):
             f"--pretrain_dir={pretrain}", f"--train_dir={finetune}",
             "--start_new_model", log=log)
 
+    if len(files["validate"]) < 2:
+        raise ValueError(f"{name}: the held-out choice needs 2 validate files")
+    held_out = files["validate"][-1]
+    command("train", "--stage=finetune",
+            "--train_data_pattern=" + ",".join(files["validate"][:-1]),
+            f"--pretrain_dir={pretrain}", f"--train_dir={root}/finetune_fold",
+            "--start_new_model", log=log)
+
     caches = {}
     for run, split, video in (("pretrain", "test", False),
                               ("finetune", "test", True),
-                              ("finetune", "validate", True)):
+                              ("finetune_fold", "held_out", True)):
         caches[run, split] = os.path.join(root, f"cache_{run}_{split}")
         command("inference", f"--train_dir={os.path.join(root, run)}",
-                f"--input_data_pattern={pattern[split]}",
+                f"--input_data_pattern={pattern.get(split, held_out)}",
                 f"--cache_dir={caches[run, split]}",
                 f"--segment_labels_file={labels_file}",
                 *([f"--video_train_dir={pretrain}"] if video else []), log=log)
@@ -108,11 +118,11 @@ def run_setting(name, options, work_dir, scale, seed):
     for mode in REFINEMENTS:
         rows[f"segment: fine-tuned + {mode}"] = eval_lib.evaluate_cache(
             test_cache, ground_truth, k, refine_options=refine.RefineOptions(mode))[0]
-    _, validate_truth = eval_lib.read_record_labels(files["validate"])
+    _, held_out_truth = eval_lib.read_record_labels([held_out])
     chosen = refine_choice.choose_for(
         cache_lib.ProbabilityCache.open(test_cache), k,
-        cache_lib.ProbabilityCache.open(caches["finetune", "validate"]),
-        validate_truth)
+        cache_lib.ProbabilityCache.open(caches["finetune_fold", "held_out"]),
+        held_out_truth)
     rows["segment: fine-tuned + auto"] = eval_lib.evaluate_cache(
         test_cache, ground_truth, k, refine_options=chosen)[0]
     rows["stage 1 / ridge"] = (rows["video: stage 1 (default pretrain)"]
