@@ -65,8 +65,8 @@ flags.DEFINE_bool("sample_random_frames", True,
                   "With --num_sample_frames: random frames with replacement; "
                   "otherwise one random contiguous run.")
 flags.DEFINE_float("learning_rate", None,
-                   "Adam learning rate; default 1e-2 to pretrain, and 0.3x "
-                   "the pretraining run's to fine-tune.")
+                   "Adam learning rate; default 1e-2 to pretrain, and the "
+                   "pretraining run's to fine-tune.")
 flags.DEFINE_integer("num_epochs", None,
                      "Passes over the training data; default 15 to pretrain, "
                      "6 to fine-tune.")
@@ -140,11 +140,8 @@ FLAGS = flags.FLAGS
 # baselines"): with the old 1e-3 / 5 epochs / no EMA stage 1 stopped long
 # before it had learned what a ridge regression on mean frames knows, and
 # fine-tuning at 0.1x that rate scored below a window-mean logistic.
-# Fine-tuning runs at 0.3x the pretraining run's rate (3e-3 by default): at
-# the full 1e-2 it learned no more, and lost what pretraining gave it on the
-# small world of tests/test_learning.py.
+# Fine-tuning runs at the pretraining run's rate.
 DEFAULT_PRETRAIN_LEARNING_RATE = 1e-2
-FINETUNE_RATE_FACTOR = 0.3
 DEFAULT_EPOCHS = {"pretrain": 15, "finetune": 6}
 DEFAULT_EMA_MOMENTUM = {"pretrain": 0.99, "finetune": 0.0}
 
@@ -322,9 +319,8 @@ def main(argv):
             class_ids = classes.resolve_segment_label_ids(
                 FLAGS.segment_labels_file, ",".join(files))
             model, config = finetune_model(pretrained, class_ids)
-            learning_rate = FLAGS.learning_rate or FINETUNE_RATE_FACTOR * (
-                pretrained.config.get("learning_rate",
-                                      DEFAULT_PRETRAIN_LEARNING_RATE))
+            learning_rate = FLAGS.learning_rate or pretrained.config.get(
+                "learning_rate", DEFAULT_PRETRAIN_LEARNING_RATE)
 
     teacher_lookup = None
     if FLAGS.teacher_cache_dir:
