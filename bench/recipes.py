@@ -14,8 +14,9 @@ run refined by each mode with stage 1 as the video model (the modes'
 default parameters, and `auto`: the mode and parameter chosen on held-out
 rated segments, those of the last validate file, by a second fine-tuning
 on the other validate files; the fine-tuned model itself trains on all of
-them, so its own validate scores would make every refinement look useless). Prints a markdown table, a column per
-setting, with the ratios to the baselines and the time each setting took.
+them, so its own validate scores would make every refinement look useless).
+Prints a markdown table, a column per setting, with the ratios to the
+baselines and the time each setting took.
 """
 
 import argparse
@@ -72,6 +73,10 @@ def run_setting(name, options, work_dir, scale, seed):
     pattern = {split: os.path.join(data, f"{split}-*.tfrecord")
                for split in ("train", "validate", "test")}
     files = {split: reader.list_files(p) for split, p in pattern.items()}
+    if len(files["validate"]) < 2:
+        raise ValueError(f"{name}: the held-out choice needs 2 validate files")
+    held_out = files["validate"][-1]
+    pattern["held_out"] = held_out
     labels_file = os.path.join(data, "segment_label_ids.csv")
     ground_truth = submission.read_ground_truth(
         os.path.join(data, "test_ground_truth.csv"))
@@ -92,9 +97,6 @@ def run_setting(name, options, work_dir, scale, seed):
             f"--pretrain_dir={pretrain}", f"--train_dir={finetune}",
             "--start_new_model", log=log)
 
-    if len(files["validate"]) < 2:
-        raise ValueError(f"{name}: the held-out choice needs 2 validate files")
-    held_out = files["validate"][-1]
     command("train", "--stage=finetune",
             "--train_data_pattern=" + ",".join(files["validate"][:-1]),
             f"--pretrain_dir={pretrain}", f"--train_dir={root}/finetune_fold",
@@ -106,7 +108,7 @@ def run_setting(name, options, work_dir, scale, seed):
                               ("finetune_fold", "held_out", True)):
         caches[run, split] = os.path.join(root, f"cache_{run}_{split}")
         command("inference", f"--train_dir={os.path.join(root, run)}",
-                f"--input_data_pattern={pattern.get(split, held_out)}",
+                f"--input_data_pattern={pattern[split]}",
                 f"--cache_dir={caches[run, split]}",
                 f"--segment_labels_file={labels_file}",
                 *([f"--video_train_dir={pretrain}"] if video else []), log=log)
