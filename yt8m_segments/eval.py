@@ -22,8 +22,9 @@ video labels (printed before the MAP line when both are asked for):
   python -m yt8m_segments.eval --video_cache=D --eval_data_pattern='validate-*'
 `--refine=...` (flags of refine.py) scores the cache as refined: pairs the
 refinement drops leave the class lists. `--choose_refinement` scores a
-grid of refinements instead and prints the table and the best
-(refine_choice.py):
+grid of refinements instead and prints the table and the one chosen
+(refine_choice.py: the best that beats none on 95% of random halves of the
+videos, else none):
   python -m yt8m_segments.eval --cache_dir=D --eval_data_pattern='validate-*' \
       --segment_max_pred=K --choose_refinement
 `--report_file=R.png` (extra `plots`: matplotlib) draws the per-class AP
@@ -31,7 +32,7 @@ histogram and, when the cache has video probabilities, MAP@K against the
 top-k refinement's k (see report.py).
 The last line of stdout is `MAP@K <value>` (`GAP@20 <value>` when only a
 video cache or a model's GAP is scored; `chosen <mode> <parameters> MAP@K
-<value>` with --choose_refinement), so scripts can parse it.
+<value> halves_won <share>` with --choose_refinement), so scripts can parse it.
 """
 
 from absl import app
@@ -266,9 +267,9 @@ def main_cache(k):
     if FLAGS.ground_truth_file or ground_truth is None:
         _, ground_truth = labels_from_flags()
     if FLAGS.choose_refinement:
-        table, _ = refine_choice.choose(
+        table, best = refine_choice.choose(
             cache_lib.ProbabilityCache.open(FLAGS.cache_dir), ground_truth, k)
-        print("\n".join(refine_choice.table_lines(table, k)))
+        print("\n".join(refine_choice.table_lines(table, k, best)))
         return
     refine_options = refine.options_from_flags(FLAGS)
     value, per_class = evaluate_cache(FLAGS.cache_dir, ground_truth, k,

@@ -254,6 +254,17 @@ def refiner_for_cache(cache, options):
                    cache.video_reader(), cache.video_class_ids)
 
 
+def ranked_rows_from_cache(cache, k, options=None):
+    """(rows, kept): [C, min(k, N)] segment rows of each class's best
+    refined scores, best first, and whether each survives the filters
+    (all True without a filter)."""
+    refiner = refiner_for_cache(cache, options or RefineOptions())
+    rows = submission.top_k_per_class(cache.segment_probs, k, refiner=refiner)
+    if refiner is None:
+        return rows, np.ones(rows.shape, dtype=bool)
+    return rows, refiner.kept(rows)
+
+
 def ranked_from_cache(cache, k, options=None):
     """dict class id -> its top-k segment ids in a cache.ProbabilityCache,
     refined by `options` (RefineOptions; None: none): the ranking a
@@ -262,10 +273,8 @@ def ranked_from_cache(cache, k, options=None):
     Selection is submission.top_k_per_class on the cache's float16 bits
     (filters) or fused float32 scores: the same lists as the CSV.
     """
-    refiner = refiner_for_cache(cache, options or RefineOptions())
-    rows = submission.top_k_per_class(cache.segment_probs, k, refiner=refiner)
-    if refiner is not None:
-        rows = [r[kept] for r, kept in zip(rows, refiner.kept(rows))]
+    rows, kept = ranked_rows_from_cache(cache, k, options)
+    rows = [r[keep] for r, keep in zip(rows, kept)]
     # Object array of the ids: the lists share one str per segment.
     segment_ids = np.empty(len(cache.segment_ids), dtype=object)
     segment_ids[:] = np.asarray(cache.segment_ids).tolist()
