@@ -20,6 +20,8 @@ def load_build_targets():
     namespace = {kind: rule(kind) for kind in ("py_library", "py_binary",
                                                "py_test")}
     namespace["package"] = lambda **kwargs: None
+    namespace["glob"] = lambda patterns: sorted(
+        path for pattern in patterns for path in tree(pattern))
     with open(os.path.join(ROOT, "BUILD")) as handle:
         exec(compile(handle.read(), "BUILD", "exec"), namespace)  # noqa: S102
     return targets
@@ -41,6 +43,12 @@ def test_every_test_file_has_a_target_and_support_is_listed():
     assert listed == tree("tests/test_*.py")
     support = set(targets["py_library"]["test_support"]["srcs"])
     assert support == tree("tests/*.py") - tree("tests/test_*.py")
+
+
+def test_the_library_carries_the_recipes():
+    library = load_build_targets()["py_library"]["yt8m_segments"]
+    assert "yt8m_segments/recipes/demo.flags" in library["data"]
+    assert set(library["data"]) == tree("yt8m_segments/recipes/*.flags")
 
 
 def test_binaries_are_runnable_modules():

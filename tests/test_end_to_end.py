@@ -120,9 +120,7 @@ def test_demo_beats_its_baselines(tmp_path):
 
 
 def test_mixture_with_context_frames_through_both_stages(runs):
-    tiny = os.path.join(os.path.dirname(os.path.dirname(__file__)), "flags",
-                        "tiny_mix_nextvlad.flags")
-    common = [f"--flagfile={tiny}", "--num_classes=100", "--batch_size=16",
+    common = ["--recipe=tiny_mix_nextvlad", "--num_classes=100", "--batch_size=16",
               "--num_epochs=1"]
     command("train", "--stage=pretrain", *common,
             f"--train_data_pattern={runs}/data/train-*.tfrecord",

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
+from yt8m_segments import cli
 from yt8m_segments import run_artifacts
 from yt8m_segments import train
 from yt8m_segments.data.features import FeatureSpec
@@ -17,7 +18,7 @@ from yt8m_segments.models import mixture
 from yt8m_segments.models import registry
 from yt8m_segments.models.registry import ModelConfig, build_model
 
-FLAGS_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "flags")
+FLAGS_DIR = cli.RECIPES_DIR
 SIZES = [8, 4]
 TINY = {
     "feature_sizes": SIZES, "dbof_cluster_size": 8, "dbof_hidden_size": 6,

@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 
+from yt8m_segments import cli
 from yt8m_segments import baselines
 from yt8m_segments import metrics
 from yt8m_segments import submission
@@ -27,13 +27,12 @@ from yt8m_segments.data.features import FeatureSpec
 
 synthetic.define_flags()
 flags.DEFINE_string(
-    "recipe_dir",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                 "flags"),
+    "recipe_dir", cli.RECIPES_DIR,
     "Folder of the recipe: demo.flags (shared by both stages; the shipped one "
     "keeps train.py's defaults) and demo_pretrain.flags / demo_finetune.flags "
     "(each stage's).")
 
+flags.adopt_module_key_flags(cli)
 FLAGS = flags.FLAGS
 
 
@@ -147,7 +146,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ from absl import logging
 
 import numpy as np
 
+from yt8m_segments import cli
 from yt8m_segments import cache as cache_lib
 
+flags.adopt_module_key_flags(cli)
 FLAGS = flags.FLAGS
 
 
@@ -151,7 +153,7 @@ def main(argv):
 
 def run():
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from yt8m_segments import cli
 from yt8m_segments import cache as cache_lib
 from yt8m_segments import flag_defs
 from yt8m_segments import metrics
@@ -54,6 +55,8 @@ from yt8m_segments.data import reader
 from yt8m_segments.data import views
 from yt8m_segments.atomic import atomic_open
 
+flags.adopt_module_key_flags(cli)
+flags.adopt_module_key_flags(flag_defs)
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("submission_file", None,
@@ -334,7 +337,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,14 @@ from absl import logging
 
 import tensorflow as tf
 
+from yt8m_segments import cli
 from yt8m_segments import flag_defs  # noqa: F401  (train_dir, video_train_dir, ...)
 from yt8m_segments import run_artifacts
 from yt8m_segments.data import parsing
 from yt8m_segments.data import views
 
+flags.adopt_module_key_flags(cli)
+flags.adopt_module_key_flags(flag_defs)
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("export_dir", None,
@@ -233,7 +236,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from yt8m_segments import cli
 from yt8m_segments import cache
 from yt8m_segments import eval as eval_lib
 from yt8m_segments import flag_defs
@@ -97,6 +98,8 @@ flags.DEFINE_alias("video_max_frames", "max_frames")
 flags.DEFINE_integer("log_every_n_batches", 50,
                      "Progress line every this many batches.")
 
+flags.adopt_module_key_flags(cli)
+flags.adopt_module_key_flags(flag_defs)
 FLAGS = flags.FLAGS
 PARTS = "parts"
 # Windows per video assumed when turning --batch_size (windows) into videos
@@ -462,7 +465,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from yt8m_segments import files
 from yt8m_segments import losses
 
 IDS_FILE = "segment_ids.txt"
@@ -54,7 +55,7 @@ _EPSILON = 1e-7
 
 
 def _read_class_ids(path):
-    with tf.io.gfile.GFile(path) as handle:
+    with files.open_input(path, what="class id file") as handle:
         value = json.load(handle)
     if isinstance(value, dict):
         value = value["class_ids"]
@@ -62,14 +63,14 @@ def _read_class_ids(path):
 
 
 def _read_ids(path):
-    with tf.io.gfile.GFile(path) as handle:
+    with files.open_input(path, what="id list") as handle:
         return [line.rstrip("\r\n") for line in handle if line.strip()]
 
 
 def _read_probs(path):
     if os.path.exists(path):  # local: memory-map, copy only the kept columns
         return np.load(path, mmap_mode="r")
-    with tf.io.gfile.GFile(path, "rb") as handle:
+    with files.open_input(path, "rb", what="probability file") as handle:
         return np.load(handle)
 
 

@@ -44,12 +44,15 @@ from absl import logging
 
 import numpy as np
 
+from yt8m_segments import cli
 from yt8m_segments import cache as cache_lib
 from yt8m_segments import ensemble
 from yt8m_segments import eval as eval_lib
 from yt8m_segments import flag_defs
 from yt8m_segments import submission
 
+flags.adopt_module_key_flags(cli)
+flags.adopt_module_key_flags(flag_defs)
 FLAGS = flags.FLAGS
 
 INSTALL_HINT = ("the stacker needs lightgbm: pip install 'yt8m_segments[stacker]' "
@@ -346,7 +349,7 @@ def main(argv):
 
 def run():
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import concurrent.futures
 import re
 
 import numpy as np
-import tensorflow as tf
 
+from yt8m_segments import files
 from yt8m_segments.atomic import atomic_open
 
 SUBMISSION_HEADER = "Class,Segments"
@@ -244,7 +244,7 @@ def write_submission_from_cache(path, cache, k, refine_options=None,
 
 def _lines(path):
     """(line number, line without newline) for every line after the header."""
-    with tf.io.gfile.GFile(path, "r") as handle:
+    with files.open_input(path, what="CSV file") as handle:
         yield from enumerate((line.rstrip("\r\n") for line in handle), start=1)
 
 

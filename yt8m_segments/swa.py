@@ -40,6 +40,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from yt8m_segments import cli
 from yt8m_segments import flag_defs  # noqa: F401  (defines --train_dir)
 from yt8m_segments import run_artifacts
 from yt8m_segments.trainer import CHECKPOINT_DIR
@@ -162,6 +163,8 @@ def swa_train_dir(train_dir, start_step, end_step, output_dir=None,
     return output_dir, steps
 
 
+flags.adopt_module_key_flags(cli)
+flags.adopt_module_key_flags(flag_defs)
 FLAGS = flags.FLAGS
 
 
@@ -191,7 +194,7 @@ def main(argv):
 
 def run():
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

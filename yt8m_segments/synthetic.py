@@ -65,10 +65,14 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import app
+from absl import flags
 
+from yt8m_segments import cli
 from yt8m_segments.atomic import atomic_open
 from yt8m_segments.data import records
+
+flags.adopt_module_key_flags(cli)
 
 FEATURE_SIZE = sum(records.DEFAULT_FEATURE_SIZES)
 RGB_SIZE = records.DEFAULT_FEATURE_SIZES[0]
@@ -607,7 +611,7 @@ def main(argv):
 
 def run():
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

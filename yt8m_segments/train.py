@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from yt8m_segments import cli
 from yt8m_segments import distribution
 from yt8m_segments import flag_defs
 from yt8m_segments import losses
@@ -135,6 +136,8 @@ flags.DEFINE_bool("start_new_model", False,
                   "Start afresh, deleting the checkpoints in --train_dir, "
                   "instead of resuming from them.")
 
+flags.adopt_module_key_flags(cli)
+flags.adopt_module_key_flags(flag_defs)
 FLAGS = flags.FLAGS
 # Stage defaults, chosen by measurement (README, "Results against
 # baselines"): with the old 1e-3 / 5 epochs / no EMA stage 1 stopped long
@@ -441,7 +444,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

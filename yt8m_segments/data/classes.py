@@ -4,12 +4,13 @@ import csv
 
 import tensorflow as tf
 
+from yt8m_segments import files
 from yt8m_segments.data import views
 
 
 def read_segment_label_ids(path):
     """Class ids from a `segment_label_ids.csv` (header `Index`), sorted."""
-    with tf.io.gfile.GFile(path) as handle:
+    with files.open_input(path, what="segment label file") as handle:
         rows = list(csv.reader(handle))
     if not rows or rows[0] != ["Index"]:
         raise ValueError(f"{path}: expected the header 'Index' on line 1")

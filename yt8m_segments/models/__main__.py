@@ -10,11 +10,8 @@ listed; every `Mix<model>` is, at mixture_size 3.
 """
 
 import argparse
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from yt8m_segments.models import registry  # noqa: E402
+from yt8m_segments.models import registry
 
 
 def table(num_classes=3862, feature_sizes=registry.DEFAULT_FEATURE_SIZES,

@@ -1,0 +1,95 @@
+"""cli.py through the commands: one-line errors and exit codes, a quiet
+start, --help with the shared flags, --recipe, and a wheel that runs the
+demo outside the clone."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from test_end_to_end import command
+from yt8m_segments import cli
+
+BANNERS = ("oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard")
+
+
+def test_a_usage_error_is_one_line_and_a_hint():
+    result = command("train", expect_ok=False)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: --train_data_pattern is required", "(see train.py --help)"]
+
+
+def test_a_missing_file_is_the_package_error_in_one_line(tmp_path):
+    missing = str(tmp_path / "truth.csv")
+    args = ["eval", f"--submission_file={tmp_path}/s.csv",
+            f"--ground_truth_file={missing}"]
+    result = command(*args, expect_ok=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no CSV file at ")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not any(banner in result.stderr for banner in BANNERS)
+    assert "Traceback" in command(*args, "--verbosity=1", expect_ok=False).stderr
+
+
+def test_a_pattern_that_matches_nothing_names_it(tmp_path):
+    result = command("train", "--stage=pretrain",
+                     f"--train_data_pattern={tmp_path}/none-*",
+                     f"--train_dir={tmp_path}/run", expect_ok=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: no file matches the data pattern '{tmp_path}/none-*'")
+
+
+@pytest.mark.parametrize("module, shared", [
+    ("train", ["--train_dir", "--batch_size", "--feature_names", "--recipe"]),
+    ("inference", ["--train_dir", "--segment_max_pred", "--refine", "--batch_size"]),
+    ("eval", ["--segment_max_pred", "--eval_data_pattern", "--refine"]),
+    ("export", ["--train_dir", "--tf_logs"])])
+def test_help_lists_the_shared_flags(module, shared):
+    text = command(module, "--help").stdout
+    for name in shared:
+        assert f"  {name}:" in text or f"  --[no]{name[2:]}:" in text, name
+    assert len(text.splitlines()) < 400  # not --helpfull's absl and TF flags
+
+
+def test_recipes_resolve_by_name_and_reject_unknown_ones():
+    assert "demo" in cli.recipe_names() and "p4_nextvlad" in cli.recipe_names()
+    assert cli.expand_recipes(["x", "--recipe", "demo", "--a=1"]) == [
+        "x", f"--flagfile={os.path.join(cli.RECIPES_DIR, 'demo.flags')}", "--a=1"]
+    result = command("train", "--recipe=nope", expect_ok=False)
+    assert result.returncode == 2
+    assert "no recipe 'nope'" in result.stderr and "p4_nextvlad" in result.stderr
+
+
+def test_the_wheel_runs_the_demo_outside_the_clone(tmp_path):
+    """Build the wheel, install it (no dependencies: they come from this
+    environment) in a fresh venv, run a tiny demo from an empty folder: the
+    recipes must ship in the wheel."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                    "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), root],
+                   check=True, capture_output=True)
+    wheel, = glob.glob(str(tmp_path / "dist" / "yt8m_segments-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "--no-deps", "-q", wheel],
+                   check=True, capture_output=True)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = subprocess.run([python, "-c", "import yt8m_segments; print(yt8m_segments.__file__)"],
+                           cwd=work, check=True, capture_output=True, text=True)
+    assert where.stdout.startswith(str(venv)), where.stdout
+    result = subprocess.run(
+        [str(venv / "bin" / "yt8m-demo"), "--output_dir=out", "--num_train_videos=40",
+         "--num_validate_videos=20", "--num_test_videos=10"],
+        cwd=work, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fine-tuned on rated segments" in result.stdout
+    assert "--recipe" not in result.stdout and os.path.join(
+        str(venv), "lib") in result.stdout  # the recipes the wheel holds
+    assert not any(banner in result.stderr for banner in BANNERS)

@@ -1,0 +1,164 @@
+"""What every command shares: a quiet start, --help that lists the flags the
+command reads, and errors as one line.
+
+- Quiet start: TensorFlow's C++ start-up lines (oneDNN, CPU features,
+  absl::InitializeLog) are printed while `import tensorflow` runs, and
+  TF_CPP_MIN_LOG_LEVEL no longer reaches them (TF >= 2.19). When the process
+  is one of the package's commands (`python -m yt8m_segments.<command>` or a
+  `yt8m-*` console script) the package's __init__ imports TensorFlow with
+  stderr pointed at /dev/null, and sets TF_CPP_MIN_LOG_LEVEL=2 for the rest.
+  `--tf_logs` or YT8M_TF_LOGS=1 keeps them. Progress (absl INFO lines and
+  Keras progress bars) is untouched.
+- Recipes: `--recipe=NAME` (a flagfile shipped in yt8m_segments/recipes,
+  `NAME.flags`) or `--recipe=PATH` is `--flagfile=` that file, so the
+  recipes work from a wheel install as from a clone (where `flags/` links
+  to them).
+- Errors (`run`): a usage error prints `error: <message>` and a hint to
+  --help, exit 2; an input or runtime error (ValueError, OSError,
+  RuntimeError, TensorFlow's OpError) prints `error: <message>`, exit 1.
+  `--verbosity=1` or YT8M_TRACEBACK=1 shows the traceback instead. --help
+  exits 0.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+TF_LOGS_ENV = "YT8M_TF_LOGS"
+TRACEBACK_ENV = "YT8M_TRACEBACK"
+TF_LOGS_FLAG = "--tf_logs"
+PACKAGE = __name__.rsplit(".", 1)[0]
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
+RECIPE_FLAG = "--recipe"
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+# Read from sys.argv before parsing (the lines come at import); defined so
+# that absl accepts it and --help lists it.
+flags.DEFINE_bool(TF_LOGS_FLAG[2:], False,
+                  f"Keep TensorFlow's C++ start-up lines (also {TF_LOGS_ENV}=1).")
+flags.DEFINE_multi_string(
+    RECIPE_FLAG[2:], [], "A shipped recipe by name (demo, p4_nextvlad, ...: "
+    "yt8m_segments/recipes/NAME.flags) or a flagfile path; read as "
+    "--flagfile, in place. Repeatable.")
+
+
+def recipe_names():
+    """The shipped recipes, sorted."""
+    return sorted(name[:-len(".flags")] for name in os.listdir(RECIPES_DIR)
+                  if name.endswith(".flags"))
+
+
+def recipe_path(recipe):
+    """The flagfile of `--recipe=recipe`: a shipped name or a path."""
+    if os.path.exists(recipe):
+        return recipe
+    path = os.path.join(RECIPES_DIR, f"{recipe}.flags")
+    if os.sep in recipe or not os.path.exists(path):
+        raise app.UsageError(f"no recipe '{recipe}': give a flagfile path or one "
+                             f"of {', '.join(recipe_names())}")
+    return path
+
+
+def expand_recipes(argv):
+    """argv with each `--recipe=R` (or `--recipe R`) as `--flagfile=<path>`."""
+    expanded, args = [], iter(argv)
+    for arg in args:
+        if arg == RECIPE_FLAG:
+            arg = f"{RECIPE_FLAG}={next(args, '')}"
+        if arg.startswith(RECIPE_FLAG + "="):
+            arg = "--flagfile=" + recipe_path(arg.split("=", 1)[1])
+        expanded.append(arg)
+    return expanded
+
+
+def is_command():
+    """Whether this process runs one of the package's commands."""
+    argv = getattr(sys, "orig_argv", sys.argv)
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-m":
+            return argv[i + 1].split(".")[0] == PACKAGE
+    return os.path.basename(sys.argv[0]).startswith("yt8m-")
+
+
+def _wants_tf_logs():
+    if os.environ.get(TF_LOGS_ENV) == "1":
+        return True
+    return any(arg in (TF_LOGS_FLAG, TF_LOGS_FLAG + "=true", TF_LOGS_FLAG + "=1")
+               for arg in sys.argv[1:])
+
+
+def quiet_start():
+    """Import TensorFlow without its start-up lines (see the module
+    docstring); a no-op outside a command, with --tf_logs, or once
+    TensorFlow is imported. An import that fails still shows its error:
+    stderr is restored before the exception leaves."""
+    if not is_command() or _wants_tf_logs() or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _show_traceback():
+    if os.environ.get(TRACEBACK_ENV) == "1":
+        return True
+    return flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].value >= 1
+
+
+def _runtime_errors():
+    errors = (ValueError, OSError, RuntimeError)
+    if "tensorflow" in sys.modules:
+        errors += (sys.modules["tensorflow"].errors.OpError,)
+    return errors
+
+
+def one_line(error):
+    """An exception's message on one line (TensorFlow's OpError: its
+    message, without the op's traceback)."""
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return " ".join(message.split())
+
+
+def run(main):
+    """absl's app.run(main) with the errors of the module docstring. A
+    command lists its shared flags in --help with
+    flags.adopt_module_key_flags(module) at its top level (absl keys them
+    to the calling module), cli's own among them."""
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except app.UsageError as error:
+            if _show_traceback():
+                raise
+            print(f"error: {one_line(error)}\n(see {os.path.basename(sys.argv[0])} "
+                  "--help)", file=sys.stderr)
+            sys.exit(2)
+        except _runtime_errors() as error:
+            if _show_traceback():
+                raise
+            print(f"error: {one_line(error)}", file=sys.stderr)
+            sys.exit(1)
+
+    try:
+        argv = expand_recipes(sys.argv)
+    except app.UsageError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        app.run(guarded, argv=argv)
+    except SystemExit as done:
+        # absl exits 1 after printing the help it was asked for.
+        if done.code == 1 and any(arg in HELP_FLAGS for arg in argv[1:]):
+            sys.exit(0)
+        raise
