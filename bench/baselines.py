@@ -24,7 +24,7 @@ import argparse
 import time
 
 from yt8m_segments import baselines
-from yt8m_segments import eval as eval_lib
+from yt8m_segments import evaluation
 from yt8m_segments import submission
 from yt8m_segments import synthetic
 from yt8m_segments.data import classes
@@ -36,10 +36,10 @@ def project_rows(pretrain_dir, cache_dir, validate_files, ground_truth, k):
     """The project's figures on the same files: {row name: value}."""
     rows = {}
     if pretrain_dir:
-        rows["video: project pretrained run"] = eval_lib.evaluate_model_gap(
+        rows["video: project pretrained run"] = evaluation.evaluate_model_gap(
             pretrain_dir, validate_files)
     if cache_dir:
-        rows["segment: project cache"] = eval_lib.evaluate_cache(
+        rows["segment: project cache"] = evaluation.evaluate_cache(
             cache_dir, ground_truth, k)[0]
     return rows
 

@@ -27,7 +27,7 @@ import time
 
 from yt8m_segments import baselines
 from yt8m_segments import cache as cache_lib
-from yt8m_segments import eval as eval_lib
+from yt8m_segments import evaluation
 from yt8m_segments import refine
 from yt8m_segments import refine_choice
 from yt8m_segments import submission
@@ -91,7 +91,7 @@ def run_setting(name, options, work_dir, scale, seed):
     pretrain, finetune = os.path.join(root, "pretrain"), os.path.join(root, "finetune")
     command("train", "--stage=pretrain", f"--train_data_pattern={pattern['train']}",
             f"--train_dir={pretrain}", "--start_new_model", log=log)
-    rows["video: stage 1 (default pretrain)"] = eval_lib.evaluate_model_gap(
+    rows["video: stage 1 (default pretrain)"] = evaluation.evaluate_model_gap(
         pretrain, files["validate"])
     command("train", "--stage=finetune", f"--train_data_pattern={pattern['validate']}",
             f"--pretrain_dir={pretrain}", f"--train_dir={finetune}",
@@ -113,19 +113,19 @@ def run_setting(name, options, work_dir, scale, seed):
                 f"--segment_labels_file={labels_file}",
                 *([f"--video_train_dir={pretrain}"] if video else []), log=log)
     test_cache = caches["finetune", "test"]
-    rows["segment: pretrained only"] = eval_lib.evaluate_cache(
+    rows["segment: pretrained only"] = evaluation.evaluate_cache(
         caches["pretrain", "test"], ground_truth, k)[0]
-    rows["segment: fine-tuned"] = eval_lib.evaluate_cache(
+    rows["segment: fine-tuned"] = evaluation.evaluate_cache(
         test_cache, ground_truth, k)[0]
     for mode in REFINEMENTS:
-        rows[f"segment: fine-tuned + {mode}"] = eval_lib.evaluate_cache(
+        rows[f"segment: fine-tuned + {mode}"] = evaluation.evaluate_cache(
             test_cache, ground_truth, k, refine_options=refine.RefineOptions(mode))[0]
-    _, held_out_truth = eval_lib.read_record_labels([held_out])
+    _, held_out_truth = evaluation.read_record_labels([held_out])
     chosen = refine_choice.choose_for(
         cache_lib.ProbabilityCache.open(test_cache), k,
         cache_lib.ProbabilityCache.open(caches["finetune_fold", "held_out"]),
         held_out_truth)
-    rows["segment: fine-tuned + auto"] = eval_lib.evaluate_cache(
+    rows["segment: fine-tuned + auto"] = evaluation.evaluate_cache(
         test_cache, ground_truth, k, refine_options=chosen)[0]
     rows["stage 1 / ridge"] = (rows["video: stage 1 (default pretrain)"]
                                / rows["video: ridge on mean frame"])

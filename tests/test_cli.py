@@ -4,6 +4,7 @@ demo outside the clone."""
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -69,9 +70,12 @@ def test_the_wheel_runs_the_demo_outside_the_clone(tmp_path):
     environment) in a fresh venv, run a tiny demo from an empty folder: the
     recipes must ship in the wheel."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = tmp_path / "source"  # a copy: the build writes build/ beside setup.cfg
+    shutil.copytree(root, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", "demo_output"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                    "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), root],
-                   check=True, capture_output=True)
+                    "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"),
+                    str(source)], check=True, capture_output=True)
     wheel, = glob.glob(str(tmp_path / "dist" / "yt8m_segments-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
@@ -93,3 +97,11 @@ def test_the_wheel_runs_the_demo_outside_the_clone(tmp_path):
     assert "--recipe" not in result.stdout and os.path.join(
         str(venv), "lib") in result.stdout  # the recipes the wheel holds
     assert not any(banner in result.stderr for banner in BANNERS)
+
+
+def test_an_input_error_of_a_library_command_is_exit_1(tmp_path):
+    """ensemble and stacker no longer turn input errors into usage errors."""
+    result = command("ensemble", f"--caches={tmp_path}/a,{tmp_path}/b",
+                     f"--output_cache={tmp_path}/out", expect_ok=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: no probability cache at {tmp_path}/a"

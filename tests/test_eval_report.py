@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from yt8m_segments import cache as cache_lib
-from yt8m_segments import eval as eval_lib
+from yt8m_segments import evaluation
 from yt8m_segments import metrics
 from yt8m_segments import submission
 from yt8m_segments import synthetic
@@ -101,8 +101,8 @@ def test_cache_scores_as_the_equivalent_submission(scored_cache, k):
     tmp_path, path, truth_file, probs, segment_ids, class_ids = scored_cache
     submission_file = str(tmp_path / f"submission{k}.csv")
     submission.write_submission(submission_file, segment_ids, probs, class_ids, k)
-    expected = eval_lib.evaluate_submission(submission_file, truth_file, k)
-    value, per_class = eval_lib.evaluate_cache(
+    expected = evaluation.evaluate_submission(submission_file, truth_file, k)
+    value, per_class = evaluation.evaluate_cache(
         path, submission.read_ground_truth(truth_file), k)
     assert value == expected
     assert per_class[99] == 0.0 and 0 < value < 1
@@ -127,8 +127,8 @@ def test_command_line_cache_mode_with_per_class_file(scored_cache):
 def test_refinement_keeping_every_class_changes_nothing(scored_cache):
     _, path, truth_file, *_ = scored_cache
     ground_truth = submission.read_ground_truth(truth_file)
-    plain, _ = eval_lib.evaluate_cache(path, ground_truth, 30)
-    curve = eval_lib.map_against_topk(path, ground_truth, 30, (1, 5, 40))
+    plain, _ = evaluation.evaluate_cache(path, ground_truth, 30)
+    curve = evaluation.map_against_topk(path, ground_truth, 30, (1, 5, 40))
     assert [t for t, _ in curve] == [1, 5, 40]
     assert curve[-1][1] == pytest.approx(plain)  # top-40 of 40 classes: all kept
     assert all(0.0 <= value <= 1.0 for _, value in curve)
@@ -153,7 +153,7 @@ def tiny_records(tmp_path_factory):
 def test_labels_read_from_records(tiny_records):
     root, summary = tiny_records
     files = sorted(str(p) for p in root.glob("validate-*.tfrecord"))
-    video_labels, ground_truth = eval_lib.read_record_labels(files)
+    video_labels, ground_truth = evaluation.read_record_labels(files)
     assert len(video_labels) == 12
     pairs = sum(len(r) for r in ground_truth.values())
     positives = sum(s > 0 for r in ground_truth.values() for s in r.values())
@@ -165,7 +165,7 @@ def test_labels_read_from_records(tiny_records):
 def test_video_cache_gap_from_records(tiny_records, tmp_path):
     root, _ = tiny_records
     files = sorted(str(p) for p in root.glob("validate-*.tfrecord"))
-    video_labels, _ = eval_lib.read_record_labels(files)
+    video_labels, _ = evaluation.read_record_labels(files)
     videos = sorted(video_labels)
     rng = np.random.default_rng(0)
     labels = np.zeros((len(videos), 60), bool)
@@ -208,8 +208,8 @@ def test_report_png(scored_cache, tmp_path):
     plain = cache_lib.write_cache(str(tmp_path / "plain"), segment_ids, probs,
                                   class_ids, {})
     ground_truth = submission.read_ground_truth(truth_file)
-    assert eval_lib.map_against_topk(plain, ground_truth, 40) is None
+    assert evaluation.map_against_topk(plain, ground_truth, 40) is None
     from yt8m_segments import report as report_lib
-    _, per_class = eval_lib.evaluate_cache(plain, ground_truth, 40)
+    _, per_class = evaluation.evaluate_cache(plain, ground_truth, 40)
     report_lib.write_report(str(tmp_path / "plain.png"), per_class, 40, None)
     _png_size(tmp_path / "plain.png")

@@ -7,7 +7,7 @@ import pytest
 
 from test_end_to_end import TINY_MODEL, command
 from yt8m_segments import cache
-from yt8m_segments import eval as eval_lib
+from yt8m_segments import evaluation
 from yt8m_segments import inference
 from yt8m_segments import predict
 from yt8m_segments import refine
@@ -94,7 +94,7 @@ def test_refine_auto_chooses_on_the_held_out_cache(world, tmp_path):
     root, data = world["root"], world["data"]
     validate = views.list_files(f"{data}/validate-*.tfrecord")
     held_out = _build(world, tmp_path / "validate", validate)
-    _, ground_truth = eval_lib.read_record_labels(validate)
+    _, ground_truth = evaluation.read_record_labels(validate)
     result = command(
         "inference", f"--train_dir={root}/pretrain",
         f"--input_data_pattern={data}/test-*.tfrecord",

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from yt8m_segments import baselines
-from yt8m_segments import eval as eval_lib
+from yt8m_segments import evaluation
 from yt8m_segments import run_artifacts
 from yt8m_segments import submission
 from yt8m_segments import synthetic
@@ -70,7 +70,7 @@ def world(tmp_path_factory):
 def test_stage1_learns_the_content_not_the_prior(world):
     """Video GAP@20 of the default pretraining: far above the label-prior
     predictor (where the old defaults sat) and near the ridge."""
-    gap = eval_lib.evaluate_model_gap(str(world["root"] / "pretrain"),
+    gap = evaluation.evaluate_model_gap(str(world["root"] / "pretrain"),
                                       world["files"]["validate"])
     prior = world["table"]["video: label prior"]
     ridge = world["table"]["video: ridge on mean frame"]
@@ -88,7 +88,7 @@ def _finetune_map(world, pretrain_dir, name):
     command("inference", f"--train_dir={root}/{name}",
             f"--input_data_pattern={data}/test-*.tfrecord",
             f"--cache_dir={cache_dir}")
-    return eval_lib.evaluate_cache(str(cache_dir), world["ground_truth"],
+    return evaluation.evaluate_cache(str(cache_dir), world["ground_truth"],
                                    world["table"]["K"])[0]
 
 

@@ -273,7 +273,7 @@ def untrained_video_level_run(tmp_path_factory):
 
 def test_gap_of_a_model_on_frame_and_video_level_records(
         data, untrained_video_level_run):
-    from yt8m_segments import eval as eval_lib
+    from yt8m_segments import evaluation
     from yt8m_segments import metrics
     from yt8m_segments import run_artifacts
     from yt8m_segments.data import parsing
@@ -293,12 +293,12 @@ def test_gap_of_a_model_on_frame_and_video_level_records(
     predictions, labels = np.concatenate(predictions), np.concatenate(labels)
     expected = metrics.gap_at_k(predictions, labels, 20)
     assert 0 < expected < 1
-    on_frames = eval_lib.evaluate_model_gap(untrained_video_level_run,
+    on_frames = evaluation.evaluate_model_gap(untrained_video_level_run,
                                             frame_files, 20, batch_size=5,
                                             num_classes=100)
     assert on_frames == pytest.approx(expected, abs=1e-9)
     # The video-level records hold those means: the same videos, ~same GAP.
-    on_means = eval_lib.evaluate_model_gap(untrained_video_level_run,
+    on_means = evaluation.evaluate_model_gap(untrained_video_level_run,
                                            video_files, 20, batch_size=5,
                                            num_classes=100,
                                            frame_features=False)
@@ -329,8 +329,8 @@ def test_pretraining_validates_by_gap_on_a_held_out_fold(data, tmp_path):
     assert len(scores) >= 2 and all(0 < s <= 1 for s in scores)
     assert (train_dir / "best" / "model.keras").exists()
     # The score is the eval command's on the held-out file (fold 0: file 0).
-    from yt8m_segments import eval as eval_lib
-    best = eval_lib.evaluate_model_gap(
+    from yt8m_segments import evaluation
+    best = evaluation.evaluate_model_gap(
         str(train_dir / "best"),
         reader.list_files(str(root / "train_video-*.tfrecord"))[:1],
         batch_size=4, num_classes=100, frame_features=False)

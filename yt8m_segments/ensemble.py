@@ -141,12 +141,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.caches or not FLAGS.output_cache:
         raise app.UsageError("--caches and --output_cache are required")
-    try:
-        paths = parse_list(FLAGS.caches, "caches")
-        weights = parse_weights(FLAGS.weights, len(paths))
-        path = ensemble_caches(paths, FLAGS.output_cache, weights)
-    except (ValueError, FileNotFoundError) as error:
-        raise app.UsageError(f"cannot ensemble: {error}") from None
+    paths = parse_list(FLAGS.caches, "caches")
+    weights = parse_weights(FLAGS.weights, len(paths))
+    path = ensemble_caches(paths, FLAGS.output_cache, weights)
     logging.info("wrote %s", path)
     print(json.dumps({"output_cache": path, "weights": weights}))
 

@@ -30,6 +30,11 @@ flags.DEFINE_integer("num_classes", records.NUM_CLASSES,
 flags.DEFINE_string("segment_labels_file", None,
                     "A segment_label_ids.csv naming the segment-rated classes. "
                     "Without it they are the classes rated in the records.")
+flags.DEFINE_string("ground_truth_file", None,
+                    "Rated pairs CSV (header segment_id,class,score): what "
+                    "eval.py scores against, inference --refine=auto and the "
+                    "stacker learn from (else the records of "
+                    "--eval_data_pattern).")
 flags.DEFINE_integer("segment_max_pred", 100000,
                      "K: at most this many segments per class in a "
                      "submission, and the K of MAP@K.")
@@ -137,3 +142,18 @@ def refine_options():
     """refine.RefineOptions from the --refine* flags."""
     from yt8m_segments import refine  # imported lazily: flags stay light
     return refine.options_from_flags(FLAGS)
+
+
+def labels_from_flags(what="a cache is scored"):
+    """(video labels or None, rated pairs) from --ground_truth_file, else the
+    records of --eval_data_pattern; `what` needs them (the usage error)."""
+    from absl import app  # imported lazily: flags stay light
+    from yt8m_segments import evaluation
+    from yt8m_segments import submission
+    if FLAGS.ground_truth_file:
+        return None, submission.read_ground_truth(FLAGS.ground_truth_file)
+    if not FLAGS.eval_data_pattern:
+        raise app.UsageError(f"{what} against --ground_truth_file or the rated "
+                             "pairs of --eval_data_pattern")
+    files = data_files(FLAGS.eval_data_pattern, holdout=True)
+    return evaluation.read_record_labels(files, FLAGS.compression)

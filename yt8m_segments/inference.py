@@ -64,7 +64,6 @@ from absl import logging
 
 from yt8m_segments import cli
 from yt8m_segments import cache
-from yt8m_segments import eval as eval_lib
 from yt8m_segments import flag_defs
 from yt8m_segments import predict
 from yt8m_segments import refine
@@ -417,7 +416,7 @@ def _held_out():
         raise app.UsageError(f"--refine_cache_dir={FLAGS.refine_cache_dir} has "
                              "no video probabilities: write it with "
                              "--video_train_dir")
-    return held_out, eval_lib.labels_from_flags()[1]
+    return held_out, flag_defs.labels_from_flags("--refine=auto is chosen")[1]
 
 
 def main(argv):

@@ -47,7 +47,6 @@ import numpy as np
 from yt8m_segments import cli
 from yt8m_segments import cache as cache_lib
 from yt8m_segments import ensemble
-from yt8m_segments import eval as eval_lib
 from yt8m_segments import flag_defs
 from yt8m_segments import submission
 
@@ -321,15 +320,7 @@ def main(argv):
         raise app.UsageError("--caches needs --output_cache")
     try:
         if FLAGS.train_caches:
-            if FLAGS.ground_truth_file:
-                ground_truth = submission.read_ground_truth(FLAGS.ground_truth_file)
-            elif FLAGS.eval_data_pattern:
-                _, ground_truth = eval_lib.read_record_labels(
-                    flag_defs.data_files(FLAGS.eval_data_pattern, holdout=True),
-                    FLAGS.compression)
-            else:
-                raise app.UsageError("training needs --ground_truth_file or "
-                                     "--eval_data_pattern (the rated pairs)")
+            _, ground_truth = flag_defs.labels_from_flags("the stacker trains")
             train(ensemble.parse_list(FLAGS.train_caches, "train_caches"),
                   ground_truth, FLAGS.stacker_dir, FLAGS.stacker_trees,
                   FLAGS.stacker_learning_rate, FLAGS.stacker_leaves,
@@ -341,10 +332,8 @@ def main(argv):
                            FLAGS.output_cache,
                            candidates=FLAGS.stacker_candidates)
             print(f"output_cache {path}")
-    except ImportError as error:
+    except ImportError as error:  # the optional lightgbm
         raise app.UsageError(str(error)) from None
-    except (ValueError, FileNotFoundError) as error:
-        raise app.UsageError(f"stacker: {error}") from None
 
 
 def run():
