@@ -16,6 +16,7 @@ from yt8m_segments import submission
 from yt8m_segments import validation
 from yt8m_segments.atomic import atomic_open
 from yt8m_segments.data import reader
+from yt8m_segments.data import records
 from yt8m_segments.data import views
 
 VIDEO_TOPK_VALUES = (1, 2, 5, 10, 20, 50)
@@ -45,7 +46,7 @@ def evaluate_submission(submission_file, ground_truth_file, k,
 
 
 def evaluate_model(eval_data_pattern, train_dir, k, batch_size=64,
-                   segment_labels_file=None, num_classes=3862, files=None,
+                   segment_labels_file=None, num_classes=records.NUM_CLASSES, files=None,
                    context_frames=None, input_options=None):
     """MAP@k of the model in `train_dir` on the rated segments of the records.
 
@@ -66,7 +67,7 @@ def evaluate_model(eval_data_pattern, train_dir, k, batch_size=64,
 
 
 def evaluate_model_gap(train_dir, files, k=20, batch_size=64,
-                       num_classes=3862, max_frames=300, frame_features=True,
+                       num_classes=records.NUM_CLASSES, max_frames=records.MAX_FRAMES, frame_features=True,
                        input_options=None):
     """GAP@k of the model in `train_dir` over whole videos of `files`.
 

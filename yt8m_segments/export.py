@@ -42,9 +42,10 @@ from absl import logging
 import tensorflow as tf
 
 from yt8m_segments import cli
-from yt8m_segments import flag_defs  # noqa: F401  (train_dir, video_train_dir, ...)
+from yt8m_segments import flag_defs
 from yt8m_segments import run_artifacts
 from yt8m_segments.data import parsing
+from yt8m_segments.data import records
 from yt8m_segments.data import views
 
 flags.adopt_module_key_flags(cli)
@@ -78,7 +79,7 @@ class ServingModule(tf.Module):
 
     def __init__(self, model, feature_spec, class_ids, columns,
                  context_frames=0, video_model=None, video_class_ids=None,
-                 video_columns=None, max_frames=300, mean_frame=False,
+                 video_columns=None, max_frames=records.MAX_FRAMES, mean_frame=False,
                  video_mean_frame=False):
         super().__init__(name="yt8m_segments_serving")
         self._model = model
@@ -162,7 +163,7 @@ class ServingModule(tf.Module):
 
 
 def build_module(train_dir, video_train_dir=None, segment_labels_file=None,
-                 context_frames=None, max_frames=300):
+                 context_frames=None, max_frames=records.MAX_FRAMES):
     """A ServingModule for the run in `train_dir` (and a video-level run)."""
     run = run_artifacts.Run(train_dir)
     class_ids = run.segment_class_ids(segment_labels_file)
@@ -194,7 +195,7 @@ def next_version(export_dir):
 
 
 def export(train_dir, export_dir, video_train_dir=None, version=None,
-           segment_labels_file=None, context_frames=None, max_frames=300):
+           segment_labels_file=None, context_frames=None, max_frames=records.MAX_FRAMES):
     """Write the SavedModel to `<export_dir>/<version>`; returns that path."""
     version = next_version(export_dir) if version is None else int(version)
     if version < 0:

@@ -58,7 +58,7 @@ flags.DEFINE_bool("frame_features", True,
                   "like ResNetLike. A run trained so stores the frame "
                   "features they average (rgb, audio), so later stages read "
                   "frame records.")
-flags.DEFINE_integer("max_frames", 300,
+flags.DEFINE_integer("max_frames", records.MAX_FRAMES,
                      "Frames read per whole video: pretraining, GAP "
                      "evaluation, the video-level probabilities of inference "
                      "(alias --video_max_frames) and export (alias "

@@ -244,7 +244,7 @@ def _check_part(path, meta):
 
 
 def build_cache(cache_dir, run, class_ids, files, batch_size, context_frames=0,
-                input_options=None, video_run=None, video_max_frames=300,
+                input_options=None, video_run=None, video_max_frames=records.MAX_FRAMES,
                 num_classes=records.NUM_CLASSES, extra_meta=None,
                 log_every_n_batches=50):
     """Predict `files` into parts (skipping finished ones), assemble the cache.
@@ -351,7 +351,7 @@ def infer(train_dir, input_data_pattern, output_file, segment_max_pred,
           batch_size, segment_labels_file=None, context_frames=None,
           input_options=None, cache_dir=None, video_train_dir=None,
           num_shards=1, shard_index=0, refine_options=None,
-          video_max_frames=300, num_classes=records.NUM_CLASSES,
+          video_max_frames=records.MAX_FRAMES, num_classes=records.NUM_CLASSES,
           log_every_n_batches=50, held_out=None):
     """Predict every test window into a cache; write the submission from it.
 

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_segments import cli
-from yt8m_segments import flag_defs  # noqa: F401  (defines --train_dir)
+from yt8m_segments import flag_defs
 from yt8m_segments import run_artifacts
 from yt8m_segments.trainer import CHECKPOINT_DIR
 CHECKPOINT_PATTERN = re.compile(r"^ckpt-(\d+)\.weights\.h5$")

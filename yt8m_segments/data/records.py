@@ -8,6 +8,8 @@ import numpy as np
 import tensorflow as tf
 
 NUM_CLASSES = 3862
+# Frames (1 per second) a video's record holds at most.
+MAX_FRAMES = 300
 FRAMES_PER_SEGMENT = 5
 DEFAULT_FEATURE_NAMES = ("rgb", "audio")
 DEFAULT_FEATURE_SIZES = (1024, 128)

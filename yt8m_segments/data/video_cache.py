@@ -51,7 +51,7 @@ STORED = {"frames": np.dtype("u1"), "row_splits": np.dtype("<i8"),
 VIDEO_LEVEL_FRAMES = np.dtype("<f4")
 
 
-def _key(files, feature_spec, max_frames=300,
+def _key(files, feature_spec, max_frames=records.MAX_FRAMES,
          vocabulary_size=records.NUM_CLASSES, compression="auto",
          skip_corrupt_records=False, video_level=False):
     """What a cache's contents depend on, as its manifest stores it."""
@@ -85,7 +85,7 @@ def _write_arrays(writer, batches):
             "num_labels": int(label_counts.sum())}
 
 
-def build(cache_dir, files, feature_spec, max_frames=300,
+def build(cache_dir, files, feature_spec, max_frames=records.MAX_FRAMES,
           vocabulary_size=records.NUM_CLASSES, compression="auto",
           skip_corrupt_records=False, video_level=False, batch_size=64,
           parallel_files=None):

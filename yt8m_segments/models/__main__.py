@@ -11,10 +11,11 @@ listed; every `Mix<model>` is, at mixture_size 3.
 
 import argparse
 
+from yt8m_segments.data import records
 from yt8m_segments.models import registry
 
 
-def table(num_classes=3862, feature_sizes=registry.DEFAULT_FEATURE_SIZES,
+def table(num_classes=records.NUM_CLASSES, feature_sizes=registry.DEFAULT_FEATURE_SIZES,
           hparams=None):
     """Rows (model, classifier, parameters, source) for every registered model."""
     rows = []
@@ -41,7 +42,7 @@ def main(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true",
                         help="print every model with its parameter count")
-    parser.add_argument("--num_classes", type=int, default=3862)
+    parser.add_argument("--num_classes", type=int, default=records.NUM_CLASSES)
     parser.add_argument("--feature_sizes", default="1024,128")
     parser.add_argument("--model_hparams", action="append", default=[],
                         help="overrides, as train.py's --model_hparams")
