@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from yt8m_segments import atomic
 from yt8m_segments import metrics
 from yt8m_segments import submission
 
@@ -65,7 +66,7 @@ def test_submission_round_trip(tmp_path):
     lines = open(path).read().splitlines()
     assert lines[0] == "Class,Segments"
     assert [int(line.split(",")[0]) for line in lines[1:]] == [3, 17, 42, 1000]
-    assert not os.path.exists(path + ".tmp")
+    assert not [name for name in os.listdir(tmp_path) if atomic.is_temporary(name)]
     expected = metrics.ranked_from_scores(segment_ids, scores, class_ids, 7)
     assert submission.read_submission(path) == expected
     assert all(len(v) == 7 for v in expected.values())

@@ -53,7 +53,7 @@ def make_run(train_dir, steps):
                                / f"ckpt-{step}.weights.h5"))
         saved[step] = weights
     # Not checkpoints: a temp file and another name.
-    (train_dir / "checkpoints" / "ckpt-25.weights.h5.tmp").write_text("x")
+    (train_dir / "checkpoints" / "ckpt-25.tmp-99.weights.h5").write_text("x")
     (train_dir / "checkpoints" / "notes.txt").write_text("x")
     return model, saved
 

@@ -1,24 +1,56 @@
 """Atomic file output: write to a temporary sibling, then rename over the target.
 
 A killed job leaves either the old file or the new one, never half of one.
+Every file the package writes goes through here, under one temporary name
+(`temporary_name`), so a leftover is recognisable and never read as output.
+Two directory writers keep their own names on purpose: data/array_cache.py's
+resumable builds a fixed `<dir>.tmp` (a rerun resumes in it, whatever its
+pid) and export.py a hidden `.tmp-<version>-<id>` (TF Serving scans the
+export directory).
 """
 
 import contextlib
+import os
 
 import tensorflow as tf
 
+TMP_MARK = ".tmp-"
+# Extensions writers infer a format from (Keras, matplotlib): kept last.
+KEPT_SUFFIXES = (".weights.h5", ".keras", ".png", ".npz", ".h5")
+
+
+def temporary_name(path):
+    """`<dir>/<stem>.tmp-<pid><ext>` beside `path`: the same filesystem (so
+    the rename is atomic), one per process, and the extension a writer may
+    need (`model.keras` -> `model.tmp-123.keras`; `a.csv` -> `a.csv.tmp-123`)."""
+    for suffix in KEPT_SUFFIXES:
+        if path.endswith(suffix):
+            return f"{path[:-len(suffix)]}{TMP_MARK}{os.getpid()}{suffix}"
+    return f"{path}{TMP_MARK}{os.getpid()}"
+
+
+def is_temporary(name):
+    """Whether a file name is one `temporary_name` gives."""
+    return TMP_MARK in os.path.basename(name)
+
 
 @contextlib.contextmanager
-def atomic_open(path, mode="w"):
-    """Open `path` for writing via `path.tmp`; renamed into place on success.
-
-    Uses tf.io.gfile so the target may be on any filesystem TF knows (GCS too).
-    """
-    tmp_path = path + ".tmp"
+def atomic_path(path):
+    """Yields the temporary name to write `path` through (for writers that
+    take a path: TFRecordWriter, model.save, savefig); renamed over `path`
+    when the block succeeds, removed when it fails. Any filesystem TF knows."""
+    tmp_path = temporary_name(path)
     try:
-        with tf.io.gfile.GFile(tmp_path, mode) as handle:
-            yield handle
+        yield tmp_path
         tf.io.gfile.rename(tmp_path, path, overwrite=True)
     finally:
         if tf.io.gfile.exists(tmp_path):
             tf.io.gfile.remove(tmp_path)
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w"):
+    """Open `path` for writing through `atomic_path`."""
+    with atomic_path(path) as tmp_path:
+        with tf.io.gfile.GFile(tmp_path, mode) as handle:
+            yield handle

@@ -28,6 +28,8 @@ import os
 
 import numpy as np
 
+from yt8m_segments import atomic
+
 SEGMENT_PROBS = "segment_probs.npy"
 SEGMENT_IDS = "segment_ids.txt"
 CLASS_IDS = "class_ids.json"
@@ -217,7 +219,6 @@ class CacheWriter:
         meta_path = os.path.join(self.path, META)
         if os.path.exists(meta_path):
             os.remove(meta_path)  # the old cache stops being readable first
-        self._suffix = f".tmp-{os.getpid()}"
         self._names = [SEGMENT_PROBS, SEGMENT_IDS, CLASS_IDS]
         self._segments = NpyRowWriter(self._tmp(SEGMENT_PROBS),
                                       (num_segments, len(self.class_ids)))
@@ -231,7 +232,7 @@ class CacheWriter:
         self.committed = False
 
     def _tmp(self, name):
-        return os.path.join(self.path, name + self._suffix)
+        return atomic.temporary_name(os.path.join(self.path, name))
 
     def __enter__(self):
         return self

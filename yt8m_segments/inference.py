@@ -70,6 +70,7 @@ from yt8m_segments import refine
 from yt8m_segments import refine_choice
 from yt8m_segments import run_artifacts
 from yt8m_segments import submission
+from yt8m_segments.atomic import atomic_open
 from yt8m_segments.data import records
 from yt8m_segments.data import views
 
@@ -213,14 +214,8 @@ def save_part(path, meta, segment_ids, segment_probs, video_ids=None,
     if video_probs is not None:
         arrays["video_ids"] = np.asarray(video_ids, dtype=str)
         arrays["video_probs"] = np.asarray(video_probs, dtype=np.float16)
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp_path, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def load_part(path):

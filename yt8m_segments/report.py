@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from yt8m_segments.atomic import atomic_path
+
 INSTALL_HINT = ("the report needs matplotlib: pip install 'yt8m_segments[plots]' "
                 "(or pip install matplotlib)")
 
@@ -74,12 +76,9 @@ def write_report(path, per_class, k, topk_curve=None, title=None):
     figure.tight_layout()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
     try:
-        figure.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp_path:
+            figure.savefig(tmp_path, dpi=100, format="png")
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

@@ -25,9 +25,8 @@ def save_run(train_dir, model, model_config, class_ids, feature_spec, extra=None
     """Write model and config atomically (the model via a temp file + rename)."""
     tf.io.gfile.makedirs(train_dir)
     model_path = os.path.join(train_dir, MODEL_FILE)
-    tmp_path = os.path.join(train_dir, "model.tmp.keras")
-    model.save(tmp_path)
-    tf.io.gfile.rename(tmp_path, model_path, overwrite=True)
+    with atomic.atomic_path(model_path) as tmp_path:
+        model.save(tmp_path)
     config = {
         "model_config": model_config.to_dict(),
         "class_ids": [int(c) for c in class_ids],

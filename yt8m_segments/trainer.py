@@ -29,6 +29,7 @@ import tensorflow as tf
 from absl import logging
 
 from yt8m_segments import distribution
+from yt8m_segments.atomic import atomic_path
 from yt8m_segments.data import parsing
 
 CHECKPOINT_DIR = "checkpoints"
@@ -166,9 +167,8 @@ class Trainer:
         self.manager.save(checkpoint_number=step)
         if self.chief:
             path = weights_path(self.train_dir, step)
-            tmp_path = path.replace(".weights.h5", ".tmp.weights.h5")
-            self.model.save_weights(tmp_path)
-            tf.io.gfile.rename(tmp_path, path, overwrite=True)
+            with atomic_path(path) as tmp_path:
+                self.model.save_weights(tmp_path)
             kept = {int(p.rsplit("-", 1)[1]) for p in
                     self.manager.checkpoints}
             for old in tf.io.gfile.glob(weights_path(self.train_dir, "*")):

@@ -7,6 +7,8 @@ writer (the synthetic generator, tests) must agree on. SPEC section 1.
 import numpy as np
 import tensorflow as tf
 
+from yt8m_segments.atomic import atomic_path
+
 NUM_CLASSES = 3862
 # Frames (1 per second) a video's record holds at most.
 MAX_FRAMES = 300
@@ -99,12 +101,7 @@ def make_video_level_example(video_id, labels, features):
 
 def write_records(path, examples):
     """Write serialisable protos to a TFRecord file atomically (temp + rename)."""
-    tmp_path = path + ".tmp"
-    try:
+    with atomic_path(path) as tmp_path:
         with tf.io.TFRecordWriter(tmp_path) as writer:
             for example in examples:
                 writer.write(example.SerializeToString())
-        tf.io.gfile.rename(tmp_path, path, overwrite=True)
-    finally:
-        if tf.io.gfile.exists(tmp_path):
-            tf.io.gfile.remove(tmp_path)

@@ -1,0 +1,34 @@
+"""atomic.py: one temporary name for every written file, the old file kept
+when a write fails, nothing left behind."""
+
+import os
+
+import pytest
+
+from yt8m_segments import atomic
+
+
+def test_temporary_names_keep_the_extensions_writers_need():
+    pid = os.getpid()
+    assert atomic.temporary_name("/r/model.keras") == f"/r/model.tmp-{pid}.keras"
+    assert atomic.temporary_name("/r/ckpt-5.weights.h5") == f"/r/ckpt-5.tmp-{pid}.weights.h5"
+    assert atomic.temporary_name("/r/report.png") == f"/r/report.tmp-{pid}.png"
+    assert atomic.temporary_name("/r/sub.csv") == f"/r/sub.csv.tmp-{pid}"
+    assert atomic.is_temporary(atomic.temporary_name("/r/model.keras"))
+    assert not atomic.is_temporary("/r.tmp-1/model.keras")  # only the name counts
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = str(tmp_path / "out.csv")
+    with atomic.atomic_open(path) as handle:
+        handle.write("old\n")
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_open(path) as handle:
+            handle.write("half of the new")
+            raise RuntimeError("killed")
+    assert open(path).read() == "old\n"
+    assert os.listdir(tmp_path) == ["out.csv"]
+    with atomic.atomic_path(str(tmp_path / "m.keras")) as tmp:
+        assert tmp.endswith(".keras") and os.path.dirname(tmp) == str(tmp_path)
+        open(tmp, "w").write("new")
+    assert sorted(os.listdir(tmp_path)) == ["m.keras", "out.csv"]
