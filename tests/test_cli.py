@@ -105,3 +105,13 @@ def test_an_input_error_of_a_library_command_is_exit_1(tmp_path):
                      f"--output_cache={tmp_path}/out", expect_ok=False)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: no probability cache at {tmp_path}/a"
+
+
+def test_models_lists_the_zoo_with_absl_flags():
+    result = command("models", "--list", "--num_classes=100",
+                     "--model_hparams=moe_num_mixtures=1")
+    rows = {line.split()[0]: line.split()[2] for line in result.stdout.splitlines()[2:]}
+    assert "DBoF" in rows and "NeXtVLAD" in rows
+    assert not any(banner in result.stderr for banner in BANNERS)
+    assert "  --[no]list:" in command("models", "--help").stdout
+    assert command("models", "--lst", expect_ok=False).returncode == 1  # absl's own

@@ -25,6 +25,11 @@ flags.DEFINE_string("feature_names", ",".join(records.DEFAULT_FEATURE_NAMES),
 flags.DEFINE_string("feature_sizes",
                     ",".join(str(s) for s in records.DEFAULT_FEATURE_SIZES),
                     "Comma-separated widths of --feature_names.")
+flags.DEFINE_multi_string(
+    "model_hparams", [],
+    "Model hyperparameters over the model's paper defaults: key=value,... or "
+    "a JSON object; repeatable, later ones win (python -m "
+    "yt8m_segments.models --list; keys in yt8m_segments/models/registry.py).")
 flags.DEFINE_integer("num_classes", records.NUM_CLASSES,
                      "Size of the video-level vocabulary.")
 flags.DEFINE_string("segment_labels_file", None,

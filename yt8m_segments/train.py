@@ -52,11 +52,6 @@ flags.DEFINE_enum("dbof_pooling", "average", ["max", "average"],
                   "How DBoF pools clusters over frames (the starter code's: "
                   "max; average transfers better to 5-frame windows).")
 flags.DEFINE_integer("moe_num_mixtures", 2, "Experts per class in the MoE.")
-flags.DEFINE_multi_string(
-    "model_hparams", [],
-    "Model hyperparameters over the model's paper defaults: key=value,... or "
-    "a JSON object; repeatable, later ones win (python -m "
-    "yt8m_segments.models --list; keys in yt8m_segments/models/registry.py).")
 flags.DEFINE_integer("num_sample_frames", 30,
                      "Pretraining: train on this many frames per video instead "
                      "of all (0: all; the starter DBoF used 30, the 4th-place "

@@ -9,10 +9,19 @@ any weight. `Mixture` (sub-models named by the mixture_models hparam) is not
 listed; every `Mix<model>` is, at mixture_size 3.
 """
 
-import argparse
+from absl import app
+from absl import flags
 
+from yt8m_segments import cli
+from yt8m_segments import flag_defs  # noqa: F401  (--num_classes, --feature_sizes, --model_hparams)
 from yt8m_segments.data import records
 from yt8m_segments.models import registry
+
+flags.DEFINE_bool("list", False, "Print every model with its parameter count.")
+flags.adopt_module_key_flags(cli)
+for _name in ("num_classes", "feature_sizes", "model_hparams"):
+    flags.declare_key_flag(_name)
+FLAGS = flags.FLAGS
 
 
 def table(num_classes=records.NUM_CLASSES, feature_sizes=registry.DEFAULT_FEATURE_SIZES,
@@ -36,26 +45,20 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m yt8m_segments.models", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--list", action="store_true",
-                        help="print every model with its parameter count")
-    parser.add_argument("--num_classes", type=int, default=records.NUM_CLASSES)
-    parser.add_argument("--feature_sizes", default="1024,128")
-    parser.add_argument("--model_hparams", action="append", default=[],
-                        help="overrides, as train.py's --model_hparams")
-    args = parser.parse_args(argv)
-    if not args.list:
-        parser.print_help()
-        return 0
-    sizes = tuple(int(s) for s in args.feature_sizes.split(",") if s.strip())
-    rows = table(args.num_classes, sizes,
-                 registry.parse_hparams(args.model_hparams))
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.list:
+        print(FLAGS.main_module_help())
+        return
+    sizes = tuple(int(s) for s in FLAGS.feature_sizes.split(",") if s.strip())
+    rows = table(FLAGS.num_classes, sizes, registry.parse_hparams(FLAGS.model_hparams))
     print(format_table(rows))
-    return 0
+
+
+def run():
+    cli.run(main)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()
