@@ -3,7 +3,7 @@ r"""Refinement + per-class top-K selection + CSV at the real test set's size.
   python bench/selection.py [--scale=1.0] [--keep] [--workdir=DIR] [--cold]
 
 Generates (streaming, never whole in memory) a probability cache shaped like
-the real test set (SPEC section 3): 2,062,258 segments x 1000 segment classes
+the real test set (docs/metric.md): 2,062,258 segments x 1000 segment classes
 fp16 (4.1 GB) in 89,506 videos (~23 segments each), plus 89,506 x 3862 fp16
 video probabilities (0.7 GB). Scores have structure: each video has 1-4
 entity classes (Zipf over the vocabulary) with high video probabilities and
@@ -24,7 +24,7 @@ included if memory-mapped (the project reads the cache with plain file reads,
 so cached file pages stay in the kernel's page cache and do not count).
 Without --cold the cache files are usually still in the page cache after
 generation (24 GB machine); --cold drops them first (posix_fadvise DONTNEED).
-K defaults to round(100000 * N / 2062258) (SPEC section 4).
+K defaults to round(100000 * N / 2062258) (docs/metric.md).
 """
 
 import argparse

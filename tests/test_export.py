@@ -1,5 +1,5 @@
 """Serving export: a SavedModel that loads with TensorFlow alone and matches
-the in-process predictions (SPEC section 7: no TF Serving binary here)."""
+the in-process predictions (docs/traps.md: no TF Serving binary here)."""
 
 import os
 import shutil

@@ -7,7 +7,7 @@ from yt8m_segments import metrics
 
 
 def reference_ap(ranked, ratings, k):
-    """SPEC section 4 spelled out: truncate, drop unrated, average precision."""
+    """docs/metric.md spelled out: truncate, drop unrated, average precision."""
     rated = [s for s in list(ranked)[:k] if s in ratings]
     num_positive = sum(1 for score in ratings.values() if score > 0)
     hits, total = 0, 0.0

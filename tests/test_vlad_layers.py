@@ -72,7 +72,7 @@ def test_padding_frames_change_nothing(name):
 
 @pytest.mark.parametrize("name", CASES)
 def test_rows_without_frames_stay_out_of_batch_statistics(name):
-    """Padded batch rows (SPEC 8) must not move the real rows' outputs."""
+    """Padded batch rows (docs/traps.md) must not move the real rows' outputs."""
     layer = make(name)
     x = frames(3, 5)
     mask = lengths_mask([5, 3, 2], 5)

@@ -3,7 +3,7 @@ r"""The end-to-end demo: generate data, pretrain, fine-tune, infer, score.
   python -m yt8m_segments.demo --output_dir=demo_output
 
 Runs every stage through its real command line, as a user would, and prints
-MAP@K (K scaled to the test set as SPEC section 4 says) of the fine-tuned
+MAP@K (K scaled to the test set as docs/metric.md says) of the fine-tuned
 model beside the pretrained model used without fine-tuning, random scores,
 the window-mean logistic baseline and the generator's oracle, and stage 1's
 video GAP@20 beside the label prior and the ridge baseline

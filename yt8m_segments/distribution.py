@@ -3,7 +3,7 @@
 `default` (one device), `mirrored` (all local GPUs, or `num_cpu_devices`
 logical CPUs, which is how tests exercise it), `multi_worker` (the machines in
 the TF_CONFIG environment variable). Keras 3 `fit` cannot run the multi-worker
-case (SPEC section 7), so training uses its own loop over `strategy.run`.
+case (docs/traps.md), so training uses its own loop over `strategy.run`.
 """
 
 import json

@@ -1,4 +1,4 @@
-"""Scores segment rankings with the challenge metric, MAP@K (SPEC section 4).
+"""Scores segment rankings with the challenge metric, MAP@K (docs/metric.md).
 
 Submission mode:
   python -m yt8m_segments.eval --submission_file=S --ground_truth_file=G \

@@ -10,7 +10,7 @@ sees half a model.
 
 Signatures:
   serving_default(examples: string [B])
-      `examples` are serialized frame-level SequenceExamples (SPEC section 1).
+      `examples` are serialized frame-level SequenceExamples (docs/format.md).
       Parsing, dequantization and windowing run in the graph, exactly as the
       tf.data views do for test records: every 5-frame window from frame 0,
       the partial last window padded and masked, with the run's

@@ -86,7 +86,7 @@ def rated_only_per_example(labels, probabilities, rated):
 def seventh_place_per_example(labels, probabilities, weights, rated,
                               positive_weight=SEVENTH_PLACE_POSITIVE_WEIGHT,
                               negative_weight=SEVENTH_PLACE_NEGATIVE_WEIGHT):
-    """The 7th-place loss (Lee 2019, SPEC section 5), per example: [B].
+    """The 7th-place loss (Lee 2019, docs/results.md), per example: [B].
 
       - sum_{rated c} (positive_weight * y log p + (1 - y) log(1 - p))
       - negative_weight * mean_{mined c} log(1 - p)

@@ -1,4 +1,4 @@
-"""The challenge metric, MAP@K over rated segments only (SPEC section 4).
+"""The challenge metric, MAP@K over rated segments only (docs/metric.md).
 
 Unrated (segment, class) pairs are not negatives: they are removed from each
 class's list after truncating it to K, so they cost budget but never precision.
@@ -74,7 +74,7 @@ def ranked_from_scores(segment_ids, scores, class_ids, k):
 
 
 def gap_at_k(predictions, labels, k=20, num_positives=None, block_rows=4096):
-    """Global average precision at k (video level, SPEC section 4).
+    """Global average precision at k (video level, docs/metric.md).
 
     As the starter code's eval_util: each video's top-k (class, score) pairs
     (ties: lower column first) are pooled across videos, sorted by score

@@ -1,4 +1,4 @@
-"""Refinement of segment scores with video-level predictions (SPEC section 5).
+"""Refinement of segment scores with video-level predictions (docs/results.md).
 
 Modes (`--refine`, comma-separated to combine; filters intersect):
   none        segment probabilities as they are

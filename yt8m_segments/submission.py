@@ -1,4 +1,4 @@
-"""Per-class top-K selection and the challenge's CSV files (SPEC section 4).
+"""Per-class top-K selection and the challenge's CSV files (docs/metric.md).
 
 Submission: header `Class,Segments`, then `<class id>,<seg> <seg> ...` best
 first, `<seg>` being `<video id>:<start frame>`. Ground truth (rated validate

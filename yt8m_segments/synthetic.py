@@ -1,6 +1,6 @@
 """A small YouTube-8M-Segments-like dataset with planted, learnable structure.
 
-Writes real-format records (SPEC sections 1-2), and `generator.json` (seed
+Writes real-format records (docs/format.md), and `generator.json` (seed
 and options, for the oracle: `class_patterns`), so the whole pipeline
 (pretrain on video labels -> fine-tune on rated segments -> infer on test ->
 MAP@K) can run end to end without the 1.5 TB download.

@@ -15,7 +15,7 @@ last checkpoint.
 
 EMA: with `ema_momentum`, the optimizer keeps moving averages; validation,
 `best/` and the final model use them, swapped in and back out explicitly,
-so the raw weights are never overwritten (SPEC section 7).
+so the raw weights are never overwritten (docs/traps.md).
 """
 
 import contextlib

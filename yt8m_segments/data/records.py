@@ -1,7 +1,7 @@
 """The YouTube-8M record formats: constants, (de)quantization, writing.
 
 Reading lives in `views.py`; this module holds what both the reader and every
-writer (the synthetic generator, tests) must agree on. SPEC section 1.
+writer (the synthetic generator, tests) must agree on. docs/format.md.
 """
 
 import numpy as np
