@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from yt8m_segments import cache as cache_lib
 from yt8m_segments import synthetic
 from yt8m_segments import trainer as trainer_lib
 
@@ -201,12 +202,9 @@ def test_finetune_with_each_extra_loss(data, tmp_path):
         f"{data}/validate-*.tfrecord", FeatureSpec(), 64)]).astype(str)
     class_ids = json.loads((tmp_path / "seventh" / "run_config.json")
                            .read_text())["class_ids"]
-    cache = tmp_path / "teacher_cache"
-    cache.mkdir()
-    (cache / "segment_ids.txt").write_text("\n".join(ids) + "\n")
-    np.save(cache / "segment_probs.npy",
-            np.full((len(ids), len(class_ids)), 0.25, np.float16))
-    (cache / "class_ids.json").write_text(json.dumps(class_ids))
-    run([*finetune, f"--teacher_cache_dir={cache}",
+    teacher = cache_lib.write_cache(
+        str(tmp_path / "teacher_cache"), ids,
+        np.full((len(ids), len(class_ids)), 0.25, np.float16), class_ids, {})
+    run([*finetune, f"--teacher_cache_dir={teacher}",
          f"--train_dir={tmp_path}/distilled"])
     assert (tmp_path / "distilled" / "model.keras").exists()

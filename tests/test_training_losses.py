@@ -1,11 +1,10 @@
 """Segment losses, soft targets and mean teacher against numpy loops."""
 
-import json
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from yt8m_segments import cache
 from yt8m_segments import losses
 from yt8m_segments import mean_teacher
 from yt8m_segments import soft_targets
@@ -177,20 +176,12 @@ def test_soft_target_gradient_is_zero_at_the_teacher():
     np.testing.assert_allclose(tape.gradient(loss, logits), 0.0, atol=1e-5)
 
 
-def write_cache(directory, ids, probs, class_ids, as_object=False):
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "segment_ids.txt").write_text("\n".join(ids) + "\n")
-    np.save(directory / "segment_probs.npy", probs.astype(np.float16))
-    value = {"class_ids": class_ids} if as_object else class_ids
-    (directory / "class_ids.json").write_text(json.dumps(value))
-
-
 def test_teacher_lookup_missing_ids_and_column_order(tmp_path):
     ids = ["vidA:0", "vidA:5", "vidB:10"]
     probs = np.array([[0.1, 0.2, 0.3, 0.4],
                       [0.5, 0.6, 0.7, 0.8],
                       [0.9, 0.25, 0.125, 0.75]], np.float32)
-    write_cache(tmp_path / "cache", ids, probs, [3, 7, 11, 2])
+    cache.write_cache(str(tmp_path / "cache"), ids, probs, [3, 7, 11, 2], {})
     lookup = soft_targets.TeacherLookup.from_cache_dir(
         str(tmp_path / "cache"), class_ids=[11, 3, 2])
     columns = [2, 0, 3]
@@ -213,15 +204,10 @@ def test_teacher_lookup_missing_ids_and_column_order(tmp_path):
     np.testing.assert_allclose(element["teacher_probs"], got)
     np.testing.assert_array_equal(element["teacher_found"], found)
 
-    write_cache(tmp_path / "cache2", ids, probs, [3, 7, 11, 2], as_object=True)
-    again = soft_targets.TeacherLookup.from_cache_dir(str(tmp_path / "cache2"),
-                                                      [2, 7])
-    np.testing.assert_allclose(again(["vidA:5"])[0], probs[[1], :][:, [3, 1]]
-                               .astype(np.float16))
     with pytest.raises(ValueError, match=r"no column for classes \[5, 9\]"):
         soft_targets.TeacherLookup.from_cache_dir(str(tmp_path / "cache"),
                                                   [3, 5, 9])
-    with pytest.raises(FileNotFoundError, match="segment_ids.txt"):
+    with pytest.raises(FileNotFoundError, match="no probability cache at"):
         soft_targets.TeacherLookup.from_cache_dir(str(tmp_path / "empty"), [3])
 
 

@@ -70,7 +70,7 @@ from yt8m_segments import refine
 from yt8m_segments import refine_choice
 from yt8m_segments import run_artifacts
 from yt8m_segments import submission
-from yt8m_segments.atomic import atomic_open
+from yt8m_segments.atomic import atomic_path
 from yt8m_segments.data import records
 from yt8m_segments.data import views
 
@@ -214,8 +214,9 @@ def save_part(path, meta, segment_ids, segment_probs, video_ids=None,
     if video_probs is not None:
         arrays["video_ids"] = np.asarray(video_ids, dtype=str)
         arrays["video_probs"] = np.asarray(video_probs, dtype=np.float16)
-    with atomic_open(path, "wb") as handle:
-        np.savez(handle, **arrays)
+    with atomic_path(path) as tmp_path:
+        with open(tmp_path, "wb") as handle:  # zip needs a seekable local file
+            np.savez(handle, **arrays)
 
 
 def load_part(path):

@@ -1,12 +1,8 @@
 """Distillation from a teacher's cached predictions (soft targets).
 
-The cache is a directory (written by the prediction side):
-  segment_ids.txt     one segment id per line ("<video id>:<start>"), N lines
-  segment_probs.npy   float16 [N, C_teacher], row i for segment_ids[i]
-  class_ids.json      the class id of each column: a JSON list of C_teacher
-                      ints (or an object with a "class_ids" list)
-  meta.json           yt8m_segments.cache's commit marker (a warning if absent)
-
+The teacher is a probability cache (yt8m_segments/cache.py, written by
+inference.py over the rated videos), opened through cache.ProbabilityCache:
+one reader for the format.
 `TeacherLookup.from_cache_dir(path, class_ids)` keeps the columns of the
 student's classes in the student's order (a clear error names any class the
 teacher lacks). Calling the lookup on a batch of string segment ids (any
@@ -36,42 +32,13 @@ softened in logit space, q = sigmoid(logit(p) / T), and the loss is scaled
 by T^2 (Hinton et al. 2015) so its gradients keep their size across T.
 """
 
-import json
-import os
-
-from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from yt8m_segments import files
+from yt8m_segments import cache as cache_lib
 from yt8m_segments import losses
 
-IDS_FILE = "segment_ids.txt"
-PROBS_FILE = "segment_probs.npy"
-CLASSES_FILE = "class_ids.json"
-META_FILE = "meta.json"  # yt8m_segments.cache's commit marker, written last
-
 _EPSILON = 1e-7
-
-
-def _read_class_ids(path):
-    with files.open_input(path, what="class id file") as handle:
-        value = json.load(handle)
-    if isinstance(value, dict):
-        value = value["class_ids"]
-    return [int(c) for c in value]
-
-
-def _read_ids(path):
-    with files.open_input(path, what="id list") as handle:
-        return [line.rstrip("\r\n") for line in handle if line.strip()]
-
-
-def _read_probs(path):
-    if os.path.exists(path):  # local: memory-map, copy only the kept columns
-        return np.load(path, mmap_mode="r")
-    with files.open_input(path, "rb", what="probability file") as handle:
-        return np.load(handle)
 
 
 def column_positions(teacher_class_ids, class_ids, where="the teacher cache"):
@@ -118,31 +85,12 @@ class TeacherLookup:
 
     @classmethod
     def from_cache_dir(cls, path, class_ids):
-        """Load a teacher cache directory, columns reordered to `class_ids`."""
-        for name in (IDS_FILE, PROBS_FILE, CLASSES_FILE):
-            if not tf.io.gfile.exists(os.path.join(path, name)):
-                raise FileNotFoundError(
-                    f"{os.path.join(path, name)} not found: a teacher cache "
-                    f"directory holds {IDS_FILE}, {PROBS_FILE} and "
-                    f"{CLASSES_FILE}")
-        if not tf.io.gfile.exists(os.path.join(path, META_FILE)):
-            logging.warning(
-                "teacher cache %s has no %s: written by something other than "
-                "yt8m_segments.cache, or a write that never committed", path,
-                META_FILE)
-        teacher_classes = _read_class_ids(os.path.join(path, CLASSES_FILE))
-        probabilities = _read_probs(os.path.join(path, PROBS_FILE))
-        segment_ids = _read_ids(os.path.join(path, IDS_FILE))
-        if probabilities.ndim != 2 or probabilities.shape != (
-                len(segment_ids), len(teacher_classes)):
-            raise ValueError(
-                f"{path}: {PROBS_FILE} has shape {probabilities.shape}, "
-                f"expected [{len(segment_ids)} ids, {len(teacher_classes)} "
-                "classes]")
-        columns = column_positions(teacher_classes, class_ids,
+        """Load a teacher cache, columns reordered to `class_ids`."""
+        teacher = cache_lib.ProbabilityCache.open(path)
+        columns = column_positions(teacher.class_ids, class_ids,
                                    where=f"teacher cache {path}")
-        return cls(segment_ids, np.asarray(probabilities[:, columns],
-                                           dtype=np.float16))
+        return cls(teacher.segment_ids, np.asarray(teacher.segment_probs[:, columns],
+                                                   dtype=np.float16))
 
     def __call__(self, segment_ids):
         """(probabilities float32 [*S, C], found bool [*S]) for ids [*S]."""
