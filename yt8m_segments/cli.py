@@ -52,7 +52,7 @@ def recipe_names():
 
 def recipe_path(recipe):
     """The flagfile of `--recipe=recipe`: a shipped name or a path."""
-    if os.path.exists(recipe):
+    if os.path.isfile(recipe):
         return recipe
     path = os.path.join(RECIPES_DIR, f"{recipe}.flags")
     if os.sep in recipe or not os.path.exists(path):
