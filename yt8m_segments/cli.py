@@ -135,26 +135,24 @@ def run(main):
     flags.adopt_module_key_flags(module) at its top level (absl keys them
     to the calling module), cli's own among them."""
 
+    def fail(error, code, hint=""):
+        if _show_traceback():
+            raise error
+        print(f"error: {one_line(error)}{hint}", file=sys.stderr)
+        sys.exit(code)
+
     def guarded(argv):
         try:
             return main(argv)
         except app.UsageError as error:
-            if _show_traceback():
-                raise
-            print(f"error: {one_line(error)}\n(see {os.path.basename(sys.argv[0])} "
-                  "--help)", file=sys.stderr)
-            sys.exit(2)
+            fail(error, 2, f"\n(see {os.path.basename(sys.argv[0])} --help)")
         except _runtime_errors() as error:
-            if _show_traceback():
-                raise
-            print(f"error: {one_line(error)}", file=sys.stderr)
-            sys.exit(1)
+            fail(error, 1)
 
     try:
         argv = expand_recipes(sys.argv)
     except app.UsageError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        sys.exit(2)
+        fail(error, 2)
     try:
         app.run(guarded, argv=argv)
     except SystemExit as done:

@@ -45,7 +45,6 @@ from yt8m_segments import evaluation
 from yt8m_segments import flag_defs
 from yt8m_segments import refine
 from yt8m_segments import refine_choice
-from yt8m_segments import submission
 
 flags.adopt_module_key_flags(cli)
 flags.adopt_module_key_flags(flag_defs)
