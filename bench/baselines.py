@@ -9,7 +9,7 @@ r"""Simple references beside the project's numbers, on the same record files.
 
 Video level (GAP@20 on the videos of --eval_data_pattern against their video
 labels): the train label frequencies and a ridge regression on each video's
-mean dequantized frame (yt8m_segments/baselines.py), beside the pretrained
+mean dequantized frame (yt8m_segments/evaluation/baselines.py), beside the pretrained
 run's GAP. Segment level (MAP@K on the rated test pairs, K scaled to the
 test windows): random scores and a logistic regression on 5-frame window
 means fitted on the rated segments of --eval_data_pattern, beside the
@@ -23,9 +23,9 @@ ones.
 import argparse
 import time
 
-from yt8m_segments import baselines
-from yt8m_segments import evaluation
-from yt8m_segments import submission
+from yt8m_segments.evaluation import baselines
+from yt8m_segments.evaluation import evaluate
+from yt8m_segments.postprocess import submission
 from yt8m_segments import synthetic
 from yt8m_segments.data import classes
 from yt8m_segments.data import reader
@@ -36,10 +36,10 @@ def project_rows(pretrain_dir, cache_dir, validate_files, ground_truth, k):
     """The project's figures on the same files: {row name: value}."""
     rows = {}
     if pretrain_dir:
-        rows["video: project pretrained run"] = evaluation.evaluate_model_gap(
+        rows["video: project pretrained run"] = evaluate.evaluate_model_gap(
             pretrain_dir, validate_files)
     if cache_dir:
-        rows["segment: project cache"] = evaluation.evaluate_cache(
+        rows["segment: project cache"] = evaluate.evaluate_cache(
             cache_dir, ground_truth, k)[0]
     return rows
 

@@ -7,8 +7,9 @@ Generates test records (made if absent), saves an untrained demo-size DBoF
 run and exports it, then runs, each as its own command on the same files:
   inference.py            python -m yt8m_segments.inference (tf.data, 1 process)
   beam direct, 1 worker   python -m yt8m_segments.beam_inference
-  beam direct, 2 workers  ... --direct_running_mode=multi_processing
-                              --direct_num_workers=2 --num_shards=2 (+ merge)
+  beam direct, 2 workers  ... --num_shards=2 (+ merge)
+                              -- --direct_running_mode=multi_processing
+                              --direct_num_workers=2
 and prints a table: wall seconds of the whole command (process start, model
 load, pipeline start-up, cache write included), segments/s and the ratio to
 inference.py. Requires the `beam` extra.
@@ -26,9 +27,10 @@ import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from yt8m_segments import cache  # noqa: E402
-from yt8m_segments import export  # noqa: E402
-from yt8m_segments import run_artifacts  # noqa: E402
+from yt8m_segments import flag_defs  # noqa: E402
+from yt8m_segments.postprocess import cache  # noqa: E402
+from yt8m_segments.prediction import export  # noqa: E402
+from yt8m_segments.training import run_artifacts  # noqa: E402
 from yt8m_segments import synthetic  # noqa: E402
 from yt8m_segments.data import classes  # noqa: E402
 from yt8m_segments.data.features import FeatureSpec  # noqa: E402
@@ -39,9 +41,10 @@ flags.DEFINE_integer("num_videos", 240, "Test videos when generating.")
 flags.DEFINE_integer("num_files", 4, "Test files when generating.")
 flags.DEFINE_integer("longest_video", 300, "Longest generated video.")
 # --batch_size (flag_defs, default 64): inference.py's windows per batch; the
-# Beam pipeline gets batch_size // 8 videos per serving call.
+# Beam pipeline gets --serving_batch_size=batch_size // 8 videos per call.
 flags.DEFINE_string("work_dir", None, "Where runs, export and caches go "
                     "(a temporary directory if unset).")
+flags.adopt_module_key_flags(flag_defs)
 FLAGS = flags.FLAGS
 
 
@@ -80,23 +83,27 @@ def main(argv):
     data_dir = FLAGS.data_dir or os.path.join(work_dir, "data")
     train_dir, export_dir = prepare(work_dir, data_dir)
     pattern = os.path.join(data_dir, "test-*.tfrecord")
-    beam_common = ["yt8m_segments.beam_inference", f"--export_dir={export_dir}",
+    beam_common = ["yt8m_segments.beam_inference",
+                   f"--saved_model_dir={export_dir}",
                    f"--input_data_pattern={pattern}",
-                   f"--batch_size={max(1, FLAGS.batch_size // 8)}"]
+                   f"--serving_batch_size={max(1, FLAGS.batch_size // 8)}"]
     rows = []
+    # (title, cache name, command, Beam pipeline options after `--`)
     runs = [
         ("inference.py (tf.data, 1 process)", "inference", [
             "yt8m_segments.inference", f"--train_dir={train_dir}",
             f"--input_data_pattern={pattern}",
-            f"--batch_size={FLAGS.batch_size}"]),
-        ("beam DirectRunner, 1 worker", "beam1", beam_common),
+            f"--batch_size={FLAGS.batch_size}"], []),
+        ("beam DirectRunner, 1 worker", "beam1", beam_common, []),
         ("beam DirectRunner, 2 workers (multi_processing)", "beam2",
-         beam_common + ["--num_shards=2", "--direct_running_mode=multi_processing",
-                        "--direct_num_workers=2"]),
+         beam_common + ["--num_shards=2"],
+         ["--", "--direct_running_mode=multi_processing",
+          "--direct_num_workers=2"]),
     ]
-    for title, name, args in runs:
+    for title, name, args, pipeline_args in runs:
         cache_dir = os.path.join(work_dir, f"cache_{name}")
-        seconds = timed(title, args + [f"--cache_dir={cache_dir}"])
+        seconds = timed(title, [*args, f"--cache_dir={cache_dir}",
+                                *pipeline_args])
         segments = cache.ProbabilityCache.open(cache_dir).shape[0]
         rows.append((title, seconds, segments))
         print(f"{title}: {segments} segments in {seconds:.1f} s", flush=True)

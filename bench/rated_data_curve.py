@@ -5,7 +5,7 @@ r"""How the segment baseline grows with rated videos: is a world data-limited?
 
 Generates one world of bench/recipes.py with `--max_videos` rated validate
 videos (and the bench's 300 test videos), then fits the window-mean logistic
-of yt8m_segments/baselines.py on the first 1/8, 1/4, 1/2 and all of them and
+of yt8m_segments/evaluation/baselines.py on the first 1/8, 1/4, 1/2 and all of them and
 prints its MAP@K on the test set beside the matched-filter oracle. Where the
 fine-tuned model sits far below the oracle (recipes' weak_signal and
 many_classes worlds), a curve still climbing says the gap is the rated data's,
@@ -18,9 +18,9 @@ import os
 import numpy as np
 
 import recipes
-from yt8m_segments import baselines
-from yt8m_segments import metrics
-from yt8m_segments import submission
+from yt8m_segments.evaluation import baselines
+from yt8m_segments.evaluation import metrics
+from yt8m_segments.postprocess import submission
 from yt8m_segments import synthetic
 from yt8m_segments.data import classes
 from yt8m_segments.data import reader

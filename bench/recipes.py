@@ -4,7 +4,7 @@ r"""The default commands on several generated worlds, beside their baselines.
       [--work_dir=/tmp/yt8m_recipes] [--scale=1.0] [--seed=0]
 
 Per setting (generator options below), in this order: generate the data;
-the references of yt8m_segments/baselines.py (label prior and ridge GAP@20 on
+the references of yt8m_segments/evaluation/baselines.py (label prior and ridge GAP@20 on
 the validate videos; random, window-mean logistic and the matched-filter
 oracle MAP@K on the test set); then the project's commands with their
 defaults, as a user runs them (`train.py --stage=pretrain`, `train.py
@@ -25,12 +25,12 @@ import subprocess
 import sys
 import time
 
-from yt8m_segments import baselines
-from yt8m_segments import cache as cache_lib
-from yt8m_segments import evaluation
-from yt8m_segments import refine
-from yt8m_segments import refine_choice
-from yt8m_segments import submission
+from yt8m_segments.evaluation import baselines
+from yt8m_segments.postprocess import cache as cache_lib
+from yt8m_segments.evaluation import evaluate
+from yt8m_segments.postprocess import refine
+from yt8m_segments.postprocess import refine_choice
+from yt8m_segments.postprocess import submission
 from yt8m_segments import synthetic
 from yt8m_segments.data import classes
 from yt8m_segments.data import reader
@@ -91,7 +91,7 @@ def run_setting(name, options, work_dir, scale, seed):
     pretrain, finetune = os.path.join(root, "pretrain"), os.path.join(root, "finetune")
     command("train", "--stage=pretrain", f"--train_data_pattern={pattern['train']}",
             f"--train_dir={pretrain}", "--start_new_model", log=log)
-    rows["video: stage 1 (default pretrain)"] = evaluation.evaluate_model_gap(
+    rows["video: stage 1 (default pretrain)"] = evaluate.evaluate_model_gap(
         pretrain, files["validate"])
     command("train", "--stage=finetune", f"--train_data_pattern={pattern['validate']}",
             f"--pretrain_dir={pretrain}", f"--train_dir={finetune}",
@@ -113,19 +113,19 @@ def run_setting(name, options, work_dir, scale, seed):
                 f"--segment_labels_file={labels_file}",
                 *([f"--video_train_dir={pretrain}"] if video else []), log=log)
     test_cache = caches["finetune", "test"]
-    rows["segment: pretrained only"] = evaluation.evaluate_cache(
+    rows["segment: pretrained only"] = evaluate.evaluate_cache(
         caches["pretrain", "test"], ground_truth, k)[0]
-    rows["segment: fine-tuned"] = evaluation.evaluate_cache(
+    rows["segment: fine-tuned"] = evaluate.evaluate_cache(
         test_cache, ground_truth, k)[0]
     for mode in REFINEMENTS:
-        rows[f"segment: fine-tuned + {mode}"] = evaluation.evaluate_cache(
+        rows[f"segment: fine-tuned + {mode}"] = evaluate.evaluate_cache(
             test_cache, ground_truth, k, refine_options=refine.RefineOptions(mode))[0]
-    _, held_out_truth = evaluation.read_record_labels([held_out])
+    _, held_out_truth = evaluate.read_record_labels([held_out])
     chosen = refine_choice.choose_for(
         cache_lib.ProbabilityCache.open(test_cache), k,
         cache_lib.ProbabilityCache.open(caches["finetune_fold", "held_out"]),
         held_out_truth)
-    rows["segment: fine-tuned + auto"] = evaluation.evaluate_cache(
+    rows["segment: fine-tuned + auto"] = evaluate.evaluate_cache(
         test_cache, ground_truth, k, refine_options=chosen)[0]
     rows["stage 1 / ridge"] = (rows["video: stage 1 (default pretrain)"]
                                / rows["video: ridge on mean frame"])

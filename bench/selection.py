@@ -62,7 +62,7 @@ def _drop_page_cache(directory):
 # ---------------------------------------------------------------- generate
 
 def generate(cache_dir, scale, seed=0):
-    from yt8m_segments import cache
+    from yt8m_segments.postprocess import cache
     rng = np.random.default_rng(seed)
     num_segments = round(REAL_SEGMENTS * scale)
     num_videos = max(1, round(REAL_VIDEOS * scale))
@@ -116,7 +116,7 @@ def generate(cache_dir, scale, seed=0):
 # ---------------------------------------------------------------- stages
 
 def stage_read(cache_dir, args):
-    from yt8m_segments import cache
+    from yt8m_segments.postprocess import cache
     reader = cache.NpyReader(os.path.join(cache_dir, cache.SEGMENT_PROBS))
     start = time.perf_counter()
     total = 0.0
@@ -127,7 +127,7 @@ def stage_read(cache_dir, args):
 
 
 def stage_selection(cache_dir, args):
-    from yt8m_segments import cache, refine, submission
+    from yt8m_segments.postprocess import cache, refine, submission
     timings = {}
     start = time.perf_counter()
     opened = cache.ProbabilityCache.open(cache_dir)
@@ -152,7 +152,7 @@ def stage_selection(cache_dir, args):
 def stage_heap(cache_dir, args):
     """The starter code's method on the first `heap_fraction` of segments."""
     import heapq
-    from yt8m_segments import cache
+    from yt8m_segments.postprocess import cache
     reader = cache.NpyReader(os.path.join(cache_dir, cache.SEGMENT_PROBS))
     with open(os.path.join(cache_dir, cache.CLASS_IDS)) as handle:
         class_ids = json.load(handle)

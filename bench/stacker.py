@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 
-from yt8m_segments import cache as cache_lib
-from yt8m_segments import metrics
-from yt8m_segments import stacker
-from yt8m_segments import submission
+from yt8m_segments.postprocess import cache as cache_lib
+from yt8m_segments.evaluation import metrics
+from yt8m_segments.postprocess import stacker
+from yt8m_segments.postprocess import submission
 
 
 def make_caches(directory, name, num_segments, num_classes, seed):

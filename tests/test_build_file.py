@@ -40,9 +40,9 @@ def test_library_lists_every_module():
 def test_every_test_file_has_a_target_and_support_is_listed():
     targets = load_build_targets()
     listed = {src for t in targets["py_test"].values() for src in t["srcs"]}
-    assert listed == tree("tests/test_*.py")
+    assert listed == tree("tests/**/test_*.py")
     support = set(targets["py_library"]["test_support"]["srcs"])
-    assert support == tree("tests/*.py") - tree("tests/test_*.py")
+    assert support == tree("tests/**/*.py") - tree("tests/**/test_*.py")
 
 
 def test_the_library_carries_the_recipes():

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from test_end_to_end import command
+from command_runner import run_process as command
 from yt8m_segments import cli
 
 BANNERS = ("oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard")
@@ -56,6 +56,38 @@ def test_help_lists_the_shared_flags(module, shared):
     assert len(text.splitlines()) < 400  # not --helpfull's absl and TF flags
 
 
+def test_help_groups_the_flags_with_defaults():
+    text = command("inference", "--help").stdout
+    headings = [line for line in text.splitlines() if line.endswith(" flags:")
+                or line.endswith("refinement:") or line.endswith("records:")]
+    assert headings[0] == "inference.py flags:", headings
+    assert "input records:" in headings and "command-line flags:" in headings
+    own = text.index("inference.py flags:")
+    shared = text.index("probability caches and refinement:")
+    assert own < text.index("  --output_file:") < shared < text.index("  --refine:")
+    assert "  --refine_topk: " in text and "    (default: 20)" in text
+    assert "--alsologtostderr" not in text  # absl's own: --helpfull only
+
+
+def test_every_shared_flag_is_in_one_help_group():
+    from absl import flags
+    from yt8m_segments import flag_defs
+    defined = {flag.name for flag in flags.FLAGS.get_flags_for_module(flag_defs)}
+    grouped = [name for _, names in flag_defs.GROUPS for name in names]
+    assert sorted(grouped) == sorted(defined)
+
+
+def test_the_commands_import_together():
+    """One process can hold every command but synthetic and demo (whose
+    --seed and --output_dir are defined on demand): no flag is defined twice,
+    so tests can run them in-process."""
+    modules = ", ".join(f"yt8m_segments.{name}" for name in (
+        "train", "inference", "eval", "export", "ensemble", "stacker", "swa",
+        "beam_inference"))
+    subprocess.run([sys.executable, "-c", f"import {modules}"], check=True,
+                   capture_output=True)
+
+
 def test_recipes_resolve_by_name_and_reject_unknown_ones():
     assert "demo" in cli.recipe_names() and "p4_nextvlad" in cli.recipe_names()
     assert cli.expand_recipes(["x", "--recipe", "demo", "--a=1"]) == [
@@ -81,17 +113,22 @@ def test_the_wheel_runs_the_demo_outside_the_clone(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
                    check=True)
     python = str(venv / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "--no-deps", "-q", wheel],
+    # --ignore-installed: pip would count the system site-packages' editable
+    # install of the same version as this wheel installed already.
+    subprocess.run([python, "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q",
+                    wheel],
                    check=True, capture_output=True)
     work = tmp_path / "elsewhere"
     work.mkdir()
+    # Only what the venv sees: a PYTHONPATH to a clone would shadow the wheel.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run([python, "-c", "import yt8m_segments; print(yt8m_segments.__file__)"],
-                           cwd=work, check=True, capture_output=True, text=True)
+                           cwd=work, check=True, capture_output=True, text=True, env=env)
     assert where.stdout.startswith(str(venv)), where.stdout
     result = subprocess.run(
         [str(venv / "bin" / "yt8m-demo"), "--output_dir=out", "--num_train_videos=40",
          "--num_validate_videos=20", "--num_test_videos=10"],
-        cwd=work, capture_output=True, text=True, check=False)
+        cwd=work, capture_output=True, text=True, check=False, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fine-tuned on rated segments" in result.stdout
     assert "--recipe" not in result.stdout and os.path.join(

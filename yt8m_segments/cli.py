@@ -13,6 +13,10 @@ command reads, and errors as one line.
   `NAME.flags`) or `--recipe=PATH` is `--flagfile=` that file, so the
   recipes work from a wheel install as from a clone (where `flags/` links
   to them).
+- Help: `--help` (or -h, --helpshort) prints the command's docstring and
+  every flag it reads, grouped: the command's own, then the shared groups
+  of flag_defs.GROUPS, then these command-line ones, each with its default.
+  `--helpfull` keeps absl's listing, TensorFlow's and absl's flags included.
 - Errors (`run`): a usage error prints `error: <message>` and a hint to
   --help, exit 2; an input or runtime error (ValueError, OSError,
   RuntimeError, TensorFlow's OpError) prints `error: <message>`, exit 1.
@@ -33,6 +37,8 @@ PACKAGE = __name__.rsplit(".", 1)[0]
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
 RECIPE_FLAG = "--recipe"
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+GROUPED_HELP_FLAGS = ("--help", "-h", "-?", "--helpshort")
+HELP_WIDTH = 80
 
 # Read from sys.argv before parsing (the lines come at import); defined so
 # that absl accepts it and --help lists it.
@@ -129,32 +135,78 @@ def one_line(error):
     return " ".join(message.split())
 
 
-def run(main):
-    """absl's app.run(main) with the errors of the module docstring. A
-    command lists its shared flags in --help with
-    flags.adopt_module_key_flags(module) at its top level (absl keys them
-    to the calling module), cli's own among them."""
+def _fail(error, code, hint=""):
+    if _show_traceback():
+        raise error
+    print(f"error: {one_line(error)}{hint}", file=sys.stderr)
+    sys.exit(code)
 
-    def fail(error, code, hint=""):
-        if _show_traceback():
-            raise error
-        print(f"error: {one_line(error)}{hint}", file=sys.stderr)
-        sys.exit(code)
 
-    def guarded(argv):
+def guarded(main):
+    """`main` with the errors of the module docstring: a usage error or an
+    input/runtime error prints one line and exits 2 or 1."""
+
+    def call(argv):
         try:
             return main(argv)
         except app.UsageError as error:
-            fail(error, 2, f"\n(see {os.path.basename(sys.argv[0])} --help)")
+            _fail(error, 2, f"\n(see {os.path.basename(sys.argv[0])} --help)")
         except _runtime_errors() as error:
-            fail(error, 1)
+            _fail(error, 1)
+    return call
 
+
+def _render_flag(flag):
+    name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
+    lines = [flags.text_wrap(f"{name}: {flag.help}", HELP_WIDTH, "    ", "  ")]
+    if flag.default is not None and flag.default != []:
+        default = flag.default
+        if isinstance(default, (list, tuple)):
+            default = ",".join(str(v) for v in default)
+        lines.append(f"    (default: {str(default).lower() if flag.boolean else default!r})")
+    return lines
+
+
+def help_text(module_name):
+    """The command's docstring and its flags, grouped (module docstring)."""
+    from yt8m_segments import flag_defs  # pylint: disable=import-outside-toplevel
+    module = sys.modules[module_name]
+    values = flags.FLAGS
+    key = {flag.name: flag for flag in values.get_key_flags_for_module(module_name)}
+    command = os.path.basename(sys.argv[0])
+    own = {flag.name for flag in values.get_flags_for_module(module_name)}
+    groups = [(f"{command} flags", [n for n in key if n in own])]
+    groups += [(title, [n for n in names if n in key])
+               for title, names in flag_defs.GROUPS]
+    groups.append(("command-line flags", [
+        flag.name for flag in values.get_flags_for_module(__name__)]))
+    listed = {n for _, names in groups for n in names}
+    groups.append(("other flags", [n for n in key if n not in listed]))
+    lines = [(module.__doc__ or "").strip(), ""]
+    for title, names in groups:
+        if names:
+            lines += [f"{title}:"]
+            for name in sorted(names):
+                lines += _render_flag(key[name])
+            lines.append("")
+    lines.append("--helpfull lists absl's and TensorFlow's flags too.")
+    return "\n".join(lines)
+
+
+def run(main):
+    """absl's app.run(main) with the help and errors of the module
+    docstring. A command lists its shared flags in --help with
+    flags.adopt_module_key_flags(module) at its top level (absl keys them
+    to the calling module), cli's own among them."""
+    if any(arg in GROUPED_HELP_FLAGS for arg in sys.argv[1:]):
+        print(help_text(main.__module__))
+        sys.exit(0)
     try:
         argv = expand_recipes(sys.argv)
     except app.UsageError as error:
-        fail(error, 2)
+        _fail(error, 2)
     try:
-        app.run(guarded, argv=argv)
+        app.run(guarded(main), argv=argv)
     except SystemExit as done:
         # absl exits 1 after printing the help it was asked for.
         if done.code == 1 and any(arg in HELP_FLAGS for arg in argv[1:]):

@@ -7,7 +7,7 @@ MAP@K (K scaled to the test set as docs/metric.md says) of the fine-tuned
 model beside the pretrained model used without fine-tuning, random scores,
 the window-mean logistic baseline and the generator's oracle, and stage 1's
 video GAP@20 beside the label prior and the ridge baseline
-(yt8m_segments/baselines.py).
+(yt8m_segments/evaluation/baselines.py).
 """
 
 import os
@@ -18,9 +18,9 @@ import time
 from absl import flags
 
 from yt8m_segments import cli
-from yt8m_segments import baselines
-from yt8m_segments import metrics
-from yt8m_segments import submission
+from yt8m_segments.evaluation import baselines
+from yt8m_segments.evaluation import metrics
+from yt8m_segments.postprocess import submission
 from yt8m_segments import synthetic
 from yt8m_segments.data import reader
 from yt8m_segments.data.features import FeatureSpec

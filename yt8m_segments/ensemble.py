@@ -14,126 +14,23 @@ way over the caches that have them (their video ids and classes must agree);
 refinement of the ensemble then uses the averaged video predictions.
 """
 
-import hashlib
 import json
-import os
 
 from absl import app
 from absl import flags
 from absl import logging
 
-import numpy as np
-
 from yt8m_segments import cli
-from yt8m_segments import cache as cache_lib
+from yt8m_segments import flag_defs  # noqa: F401  (defines --caches, --output_cache)
+from yt8m_segments.postprocess import ensemble as ensemble_lib
 
 flags.adopt_module_key_flags(cli)
 FLAGS = flags.FLAGS
 
-
-def parse_list(text, what):
-    values = [value.strip() for value in (text or "").split(",") if value.strip()]
-    if not values:
-        raise ValueError(f"--{what} is empty")
-    return values
-
-
-def parse_weights(text, count):
-    """Weights for `count` caches: the given ones (>= 0, not all 0), else equal."""
-    if not text:
-        return [1.0 / count] * count
-    try:
-        weights = [float(w) for w in parse_list(text, "weights")]
-    except ValueError:
-        raise ValueError(f"--weights must be comma-separated numbers, got {text!r}") from None
-    if len(weights) != count:
-        raise ValueError(f"{len(weights)} weights for {count} caches")
-    if any(not np.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"weights must be finite, non-negative and not all 0: {weights}")
-    return weights
-
-
-def open_compatible(paths):
-    """Open caches and check every one against the first (ValueError naming both)."""
-    if not paths:
-        raise ValueError("no cache given")
-    caches = [cache_lib.ProbabilityCache.open(path) for path in paths]
-    for other in caches[1:]:
-        caches[0].check_compatible(other)
-    return caches
-
-
-def _fingerprint(caches, weights):
-    digest = hashlib.sha256()
-    for cache, weight in zip(caches, weights):
-        digest.update(f"{cache.fingerprint}:{weight!r};".encode())
-    return digest.hexdigest()
-
-
-def _weighted_blocks(readers, weights, block_rows):
-    """(start, float32 weighted mean rows) over readers in lockstep."""
-    total = np.float32(sum(weights))
-    iterators = [reader.row_blocks(block_rows) for reader in readers]
-    for blocks in zip(*iterators):
-        start = blocks[0][0]
-        mean = np.zeros(blocks[0][1].shape, np.float32)
-        for (_, rows), weight in zip(blocks, weights):
-            mean += np.float32(weight) * rows.astype(np.float32)
-        mean /= total
-        yield start, mean
-
-
-def ensemble_caches(paths, output_path, weights=None,
-                    block_rows=cache_lib.BLOCK_ROWS):
-    """Write the weighted average of the caches at `paths` to `output_path`."""
-    weights = list(weights) if weights is not None else [1.0 / len(paths)] * len(paths)
-    if len(weights) != len(paths):
-        raise ValueError(f"{len(weights)} weights for {len(paths)} caches")
-    output_abs = os.path.abspath(output_path)
-    if any(os.path.abspath(p) == output_abs for p in paths):
-        raise ValueError(f"--output_cache {output_path} is one of the inputs")
-    caches = open_compatible(paths)
-    first = caches[0]
-    with_videos = [(c, w) for c, w in zip(caches, weights) if c.has_videos()]
-    if with_videos and sum(w for _, w in with_videos) <= 0:
-        with_videos = []
-    if with_videos and len(with_videos) < len(caches):
-        logging.warning("only %d of %d caches have video-level probabilities; "
-                        "averaging those", len(with_videos), len(caches))
-    video_first = with_videos[0][0] if with_videos else None
-    meta = {
-        "kind": "ensemble",
-        "ensemble_of": [os.path.abspath(c.path) for c in caches],
-        "weights": weights,
-        "member_fingerprints": [c.fingerprint for c in caches],
-        "fingerprint": _fingerprint(caches, weights),
-        "input_files": first.meta.get("input_files", []),
-    }
-    with cache_lib.CacheWriter(
-            output_path, len(first.segment_ids), first.class_ids,
-            len(video_first.video_ids) if video_first else None,
-            video_first.video_class_ids if video_first else None) as writer:
-        for start, rows in _weighted_blocks(
-                [c.segment_reader() for c in caches], weights, block_rows):
-            writer.write_segments(first.segment_ids[start:start + len(rows)], rows)
-        if video_first is not None:
-            for start, rows in _weighted_blocks(
-                    [c.video_reader() for c, _ in with_videos],
-                    [w for _, w in with_videos], block_rows):
-                writer.write_videos(video_first.video_ids[start:start + len(rows)],
-                                    rows)
-        return writer.commit(meta)
-
-
-def define_flags(flag_values=FLAGS):
-    """Flags are defined on demand so other modules can import this one."""
-    flags.DEFINE_string("caches", None, "Comma-separated cache directories.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("weights", None, "Comma-separated weights, one per "
-                        "cache (default: equal). Normalised by their sum.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("output_cache", None, "Directory of the new cache.",
-                        flag_values=flag_values)
+flags.DEFINE_string("weights", None, "Comma-separated weights, one per "
+                    "cache (default: equal). Normalised by their sum.")
+flags.declare_key_flag("caches")
+flags.declare_key_flag("output_cache")
 
 
 def main(argv):
@@ -141,15 +38,14 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.caches or not FLAGS.output_cache:
         raise app.UsageError("--caches and --output_cache are required")
-    paths = parse_list(FLAGS.caches, "caches")
-    weights = parse_weights(FLAGS.weights, len(paths))
-    path = ensemble_caches(paths, FLAGS.output_cache, weights)
+    paths = ensemble_lib.parse_list(FLAGS.caches, "caches")
+    weights = ensemble_lib.parse_weights(FLAGS.weights, len(paths))
+    path = ensemble_lib.ensemble_caches(paths, FLAGS.output_cache, weights)
     logging.info("wrote %s", path)
     print(json.dumps({"output_cache": path, "weights": weights}))
 
 
 def run():
-    define_flags()
     cli.run(main)
 
 

@@ -1,4 +1,4 @@
-"""Scores segment rankings with the challenge metric, MAP@K (docs/metric.md).
+r"""Scores segment rankings with the challenge metric, MAP@K (docs/metric.md).
 
 Submission mode:
   python -m yt8m_segments.eval --submission_file=S --ground_truth_file=G \
@@ -40,11 +40,11 @@ from absl import flags
 
 
 from yt8m_segments import cli
-from yt8m_segments import cache as cache_lib
-from yt8m_segments import evaluation
+from yt8m_segments.postprocess import cache as cache_lib
+from yt8m_segments.evaluation import evaluate
 from yt8m_segments import flag_defs
-from yt8m_segments import refine
-from yt8m_segments import refine_choice
+from yt8m_segments.postprocess import refine
+from yt8m_segments.postprocess import refine_choice
 
 flags.adopt_module_key_flags(cli)
 flags.adopt_module_key_flags(flag_defs)
@@ -79,10 +79,10 @@ def main_cache(k):
         if not FLAGS.eval_data_pattern:
             raise app.UsageError("--video_cache needs --eval_data_pattern (the "
                                  "video labels)")
-        video_labels, ground_truth = evaluation.read_record_labels(
+        video_labels, ground_truth = evaluate.read_record_labels(
             flag_defs.data_files(FLAGS.eval_data_pattern, holdout=True),
             FLAGS.compression)
-        gap = evaluation.evaluate_video_cache(FLAGS.video_cache, video_labels, FLAGS.gap_k)
+        gap = evaluate.evaluate_video_cache(FLAGS.video_cache, video_labels, FLAGS.gap_k)
         print(f"GAP@{FLAGS.gap_k} {gap:.6f}")
     if not FLAGS.cache_dir:
         return
@@ -94,11 +94,11 @@ def main_cache(k):
         print("\n".join(refine_choice.table_lines(table, k, best)))
         return
     refine_options = refine.options_from_flags(FLAGS)
-    value, per_class = evaluation.evaluate_cache(FLAGS.cache_dir, ground_truth, k,
+    value, per_class = evaluate.evaluate_cache(FLAGS.cache_dir, ground_truth, k,
                                       FLAGS.per_class_file, refine_options)
     if FLAGS.report_file:
-        from yt8m_segments import report  # pylint: disable=import-outside-toplevel
-        curve = evaluation.map_against_topk(FLAGS.cache_dir, ground_truth, k)
+        from yt8m_segments.evaluation import report  # pylint: disable=import-outside-toplevel
+        curve = evaluate.map_against_topk(FLAGS.cache_dir, ground_truth, k)
         report.write_report(FLAGS.report_file, per_class, k, curve,
                             title=FLAGS.cache_dir)
     print(f"MAP@{k} {value:.6f}")
@@ -132,7 +132,7 @@ def main(argv):
             raise app.UsageError(
                 "model mode needs both --eval_data_pattern and --train_dir")
         if FLAGS.eval_metric == "gap":
-            value = evaluation.evaluate_model_gap(
+            value = evaluate.evaluate_model_gap(
                 FLAGS.train_dir,
                 flag_defs.data_files(FLAGS.eval_data_pattern, holdout=True),
                 FLAGS.gap_k, FLAGS.batch_size, FLAGS.num_classes,
@@ -140,14 +140,14 @@ def main(argv):
                 flag_defs.input_options())
             print(f"GAP@{FLAGS.gap_k} {value:.6f}")
             return
-        value = evaluation.evaluate_model(
+        value = evaluate.evaluate_model(
             FLAGS.eval_data_pattern, FLAGS.train_dir, k, FLAGS.batch_size,
             FLAGS.segment_labels_file, FLAGS.num_classes,
             files=flag_defs.data_files(FLAGS.eval_data_pattern, holdout=True),
             context_frames=flag_defs.context_frames_override(),
             input_options=flag_defs.input_options())
     elif FLAGS.submission_file and FLAGS.ground_truth_file:
-        value = evaluation.evaluate_submission(FLAGS.submission_file, FLAGS.ground_truth_file,
+        value = evaluate.evaluate_submission(FLAGS.submission_file, FLAGS.ground_truth_file,
                                     k, FLAGS.per_class_file)
     else:
         raise app.UsageError("give --submission_file and --ground_truth_file, "

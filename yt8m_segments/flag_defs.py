@@ -106,10 +106,25 @@ def input_options():
             "skip_corrupt_records": FLAGS.skip_corrupt_records}
 
 flags.DEFINE_string("cache_dir", None,
-                    "A probability cache directory (yt8m_segments/cache.py): "
+                    "A probability cache directory (yt8m_segments/postprocess/cache.py): "
                     "inference.py writes it (parts in <dir>/parts make a "
                     "rerun resume; with --merge_caches, the merged cache), "
                     "eval.py scores its segment probabilities.")
+# Scoring test records (inference.py, beam_inference.py).
+flags.DEFINE_string("input_data_pattern", None,
+                    "Glob of test records (comma-separated globs allowed).")
+flags.DEFINE_integer("num_shards", 1, "Split the input files into this many "
+                     "shards (file i goes to shard i % num_shards): "
+                     "inference.py processes --shard_index's, "
+                     "beam_inference.py writes them all in parallel.")
+
+# Combining caches (ensemble.py, stacker.py).
+flags.DEFINE_string("caches", None,
+                    "Comma-separated probability cache directories: "
+                    "ensemble.py averages them; stacker.py scores them "
+                    "(caches of the --train_caches models, in that order).")
+flags.DEFINE_string("output_cache", None,
+                    "Directory of the cache ensemble.py or stacker.py writes.")
 
 # Video-level refinement (inference.py, and eval/export that read caches).
 flags.DEFINE_string("video_train_dir", None,
@@ -120,10 +135,10 @@ flags.DEFINE_string("refine", "none",
                     "Refinement with video-level probabilities: none, topk, "
                     "confidence, video_num, fusion, or a comma-separated "
                     "combination (filters intersect; 3rd place: topk,fusion). "
-                    "See yt8m_segments/refine.py. inference.py also takes "
+                    "See yt8m_segments/postprocess/refine.py. inference.py also takes "
                     "auto: the refinement (and its parameter) that scores "
                     "best on held-out rated videos, --refine_cache_dir "
-                    "(yt8m_segments/refine_choice.py); eval.py scores the "
+                    "(yt8m_segments/postprocess/refine_choice.py); eval.py scores the "
                     "same grid with --choose_refinement.")
 flags.DEFINE_integer("refine_topk", 20,
                      "topk: keep a class for a video's segments only if it is "
@@ -145,7 +160,7 @@ flags.DEFINE_float("refine_fusion_weight", 0.05,
 
 def refine_options():
     """refine.RefineOptions from the --refine* flags."""
-    from yt8m_segments import refine  # imported lazily: flags stay light
+    from yt8m_segments.postprocess import refine  # imported lazily: flags stay light
     return refine.options_from_flags(FLAGS)
 
 
@@ -153,12 +168,30 @@ def labels_from_flags(what="a cache is scored"):
     """(video labels or None, rated pairs) from --ground_truth_file, else the
     records of --eval_data_pattern; `what` needs them (the usage error)."""
     from absl import app  # imported lazily: flags stay light
-    from yt8m_segments import evaluation
-    from yt8m_segments import submission
+    from yt8m_segments.evaluation import evaluate
+    from yt8m_segments.postprocess import submission
     if FLAGS.ground_truth_file:
         return None, submission.read_ground_truth(FLAGS.ground_truth_file)
     if not FLAGS.eval_data_pattern:
         raise app.UsageError(f"{what} against --ground_truth_file or the rated "
                              "pairs of --eval_data_pattern")
     files = data_files(FLAGS.eval_data_pattern, holdout=True)
-    return evaluation.read_record_labels(files, FLAGS.compression)
+    return evaluate.read_record_labels(files, FLAGS.compression)
+
+
+# How --help groups these flags (cli.help_text); tests/test_cli.py checks
+# that every flag above is in exactly one group.
+GROUPS = (
+    ("run and model", ("train_dir", "batch_size", "model_hparams",
+                       "num_classes", "feature_names", "feature_sizes")),
+    ("input records", ("eval_data_pattern", "input_data_pattern",
+                       "context_frames", "compression", "skip_corrupt_records",
+                       "frame_features", "max_frames", "num_folds", "fold",
+                       "num_shards")),
+    ("evaluation", ("segment_labels_file", "ground_truth_file",
+                    "segment_max_pred", "eval_metric", "gap_k")),
+    ("probability caches and refinement", (
+        "cache_dir", "caches", "output_cache", "video_train_dir", "refine",
+        "refine_topk", "refine_threshold", "refine_videos_per_class",
+        "refine_videos_fraction", "refine_fusion_weight")),
+)

@@ -1,6 +1,5 @@
 """The front end WILLOW's SoftDBoF and GatedDBoF share: soft cluster assignment."""
 
-import keras
 from keras import ops
 
 from yt8m_segments.layers.dense_batch_norm import DenseBatchNorm

@@ -1,0 +1,73 @@
+"""Run a command (`python -m yt8m_segments.<name> ...`) inside the test
+process (`run_command`: its flags parsed from argv, its main() under cli's
+error handling, its stdout, stderr and absl log lines captured) or in its
+own process (`run_process`). A process costs a TensorFlow start-up (~5 s)
+per call; the commands' own start-up, exit codes and one-line errors are
+tested through real processes in test_cli.py.
+"""
+
+import contextlib
+import dataclasses
+import importlib
+import io
+import logging
+import os
+import subprocess
+import sys
+
+import keras
+from absl import flags
+from absl import logging as absl_logging
+
+from yt8m_segments import cli
+
+
+@dataclasses.dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_command(name, *args, expect_ok=True):
+    """Result of command `name` with `args`; asserts it succeeded (or, with
+    expect_ok=False, that it failed)."""
+    module = importlib.import_module(f"yt8m_segments.{name}")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(stderr)
+    absl_logger = absl_logging.get_absl_logger()
+    absl_logger.addHandler(handler)
+    returncode = 0
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                argv = flags.FLAGS(cli.expand_recipes([name, *args]))
+                absl_logging.set_verbosity(absl_logging.INFO)
+                cli.guarded(module.main)(argv)
+            except SystemExit as done:
+                returncode = done.code if isinstance(done.code, int) else 1
+            except flags.Error as error:
+                print(f"error: {error}", file=stderr)
+                returncode = 2
+    finally:
+        absl_logger.removeHandler(handler)
+        flags.FLAGS.unparse_flags()
+        keras.backend.clear_session()
+    return _checked(Result(returncode, stdout.getvalue(), stderr.getvalue()),
+                    expect_ok)
+
+
+def run_process(name, *args, expect_ok=True):
+    """Result of `python -m yt8m_segments.<name> args` in a new process."""
+    done = subprocess.run([sys.executable, "-m", f"yt8m_segments.{name}", *args],
+                          capture_output=True, text=True, check=False,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    return _checked(Result(done.returncode, done.stdout, done.stderr), expect_ok)
+
+
+def _checked(result, expect_ok):
+    if expect_ok:
+        assert result.returncode == 0, result.stderr[-3000:]
+    else:
+        assert result.returncode != 0, result.stderr[-3000:]
+    return result

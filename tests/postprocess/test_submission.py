@@ -1,0 +1,141 @@
+"""Per-class top-K, the CSV files, and the eval CLI end to end."""
+
+import os
+
+import numpy as np
+import pytest
+
+from command_runner import run_command
+from yt8m_segments import atomic
+from yt8m_segments.evaluation import metrics
+from yt8m_segments.postprocess import submission
+
+
+
+def reference_top_k(scores, k):
+    return np.argsort(-scores.astype(np.float64), axis=0, kind="stable")[:k].T
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("block_size", [1, 3, 7, 64])
+def test_top_k_matches_stable_argsort(seed, block_size):
+    rng = np.random.default_rng(seed)
+    num_segments, num_classes = int(rng.integers(1, 300)), int(rng.integers(1, 20))
+    # Integer-valued float16: heavy ties, including at the k-th value.
+    scores = rng.integers(0, 6, size=(num_segments, num_classes)).astype(np.float16)
+    for k in (1, 2, num_segments // 3 + 1, num_segments, num_segments + 10):
+        got = submission.top_k_per_class(scores, k, block_size=block_size)
+        np.testing.assert_array_equal(got, reference_top_k(scores, k))
+
+
+def test_top_k_memmap_float32_and_distinct(tmp_path):
+    rng = np.random.default_rng(0)
+    scores = np.lib.format.open_memmap(str(tmp_path / "s.npy"), mode="w+",
+                                       dtype=np.float16, shape=(500, 9))
+    scores[:] = rng.random((500, 9))
+    np.testing.assert_array_equal(submission.top_k_per_class(scores, 40, 4),
+                                  reference_top_k(np.asarray(scores), 40))
+    distinct = rng.random((200, 5)).astype(np.float32)
+    np.testing.assert_array_equal(submission.top_k_per_class(distinct, 17),
+                                  reference_top_k(distinct, 17))
+
+
+def test_top_k_rejects_bad_input():
+    with pytest.raises(ValueError, match="NaN"):
+        submission.top_k_per_class(np.array([[1.0], [np.nan]]), 1)
+    with pytest.raises(ValueError, match="at least 1"):
+        submission.top_k_per_class(np.zeros((3, 2)), 0)
+    with pytest.raises(ValueError, match="shape"):
+        submission.top_k_per_class(np.zeros(3), 1)
+
+
+def _example():
+    rng = np.random.default_rng(3)
+    segment_ids = [f"vid{i // 5}:{5 * (i % 5)}" for i in range(60)]
+    scores = rng.integers(0, 5, size=(60, 4)).astype(np.float16)
+    class_ids = [42, 3, 17, 1000]
+    return segment_ids, scores, class_ids
+
+
+def test_submission_round_trip(tmp_path):
+    segment_ids, scores, class_ids = _example()
+    path = str(tmp_path / "sub.csv")
+    submission.write_submission(path, segment_ids, scores, class_ids, 7)
+    lines = open(path).read().splitlines()
+    assert lines[0] == "Class,Segments"
+    assert [int(line.split(",")[0]) for line in lines[1:]] == [3, 17, 42, 1000]
+    assert not [name for name in os.listdir(tmp_path) if atomic.is_temporary(name)]
+    expected = metrics.ranked_from_scores(segment_ids, scores, class_ids, 7)
+    assert submission.read_submission(path) == expected
+    assert all(len(v) == 7 for v in expected.values())
+
+
+def test_ground_truth_round_trip(tmp_path):
+    ground_truth = {5: {"a:0": 1.0, "b:5": 0.0}, 2: {"a:0": 0.0}}
+    path = str(tmp_path / "gt.csv")
+    submission.write_ground_truth(path, ground_truth)
+    assert submission.read_ground_truth(path) == ground_truth
+
+
+@pytest.mark.parametrize("body,line,message", [
+    ("3,a:0 b:5\n17 a:0\n", 3, "missing comma"),
+    ("x3,a:0\n", 2, "bad class id"),
+    ("3,a:0 b5\n", 2, "bad segment 'b5'"),
+    ("3,a:0 b:x\n", 2, "bad segment 'b:x'"),
+    ("3,a:0\n3,b:0\n", 3, "listed twice"),
+    ("3,a:0 a:0\n", 2, "listed twice"),
+])
+def test_malformed_submission_names_file_and_line(tmp_path, body, line, message):
+    path = str(tmp_path / "bad.csv")
+    with open(path, "w") as handle:
+        handle.write("Class,Segments\n" + body)
+    with pytest.raises(ValueError, match=f"bad.csv:{line}: .*{message}"):
+        submission.read_submission(path)
+
+
+def test_submission_header_and_empty_class(tmp_path):
+    path = str(tmp_path / "sub.csv")
+    with open(path, "w") as handle:
+        handle.write("Class,Segments\n3,\n4, a:0  b:5 \n")
+    assert submission.read_submission(path) == {3: [], 4: ["a:0", "b:5"]}
+    with open(path, "w") as handle:
+        handle.write("3,a:0\n")
+    with pytest.raises(ValueError, match="sub.csv:1: expected header"):
+        submission.read_submission(path)
+
+
+@pytest.mark.parametrize("body,line,message", [
+    ("a:0,3\n", 2, "expected 3 fields"),
+    ("a:0,3,1.0\nb0,3,1.0\n", 3, "bad segment id"),
+    ("a:0,c,1.0\n", 2, "bad class id"),
+    ("a:0,3,yes\n", 2, "bad score"),
+    ("a:0,3,1.0\na:0,3,0.0\n", 3, "rated twice"),
+])
+def test_malformed_ground_truth_names_file_and_line(tmp_path, body, line, message):
+    path = str(tmp_path / "gt.csv")
+    with open(path, "w") as handle:
+        handle.write("segment_id,class,score\n" + body)
+    with pytest.raises(ValueError, match=f"gt.csv:{line}: .*{message}"):
+        submission.read_ground_truth(path)
+
+
+def test_eval_cli_end_to_end(tmp_path):
+    segment_ids, scores, class_ids = _example()
+    rng = np.random.default_rng(4)
+    ground_truth = {c: {s: float(rng.random() < 0.5)
+                        for s in rng.choice(segment_ids, 20, replace=False)}
+                    for c in class_ids + [7]}
+    sub_path, gt_path = str(tmp_path / "sub.csv"), str(tmp_path / "gt.csv")
+    per_class_path = str(tmp_path / "per_class.csv")
+    submission.write_submission(sub_path, segment_ids, scores, class_ids, 20)
+    submission.write_ground_truth(gt_path, ground_truth)
+    result = run_command("eval", f"--submission_file={sub_path}",
+                         f"--ground_truth_file={gt_path}", "--segment_max_pred=12",
+                         f"--per_class_file={per_class_path}")
+    ranked = submission.read_submission(sub_path)
+    expected = metrics.segment_map_at_k(ranked, ground_truth, 12)
+    assert result.stdout.splitlines()[-1] == f"MAP@12 {expected:.6f}"
+    per_class = metrics.segment_ap_per_class(ranked, ground_truth, 12)
+    positives = metrics.num_positives(ground_truth)
+    assert open(per_class_path).read().splitlines() == ["class,ap,num_positives"] + [
+        f"{c},{per_class[c]:.6f},{positives[c]}" for c in sorted(per_class)]

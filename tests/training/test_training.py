@@ -1,0 +1,243 @@
+"""The training loop: resume after SIGKILL, strategies, EMA, validation."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from command_runner import run_command
+from yt8m_segments.postprocess import cache as cache_lib
+from yt8m_segments import synthetic
+from yt8m_segments.training import trainer as trainer_lib
+
+TINY = ["--stage=pretrain", "--batch_size=8", "--num_classes=100",
+        "--log_every_steps=1000"]
+LINEAR = ["--model=AveragePooling", "--video_level_classifier_model=MoE"]
+DBOF = ["--model=DBoF", "--dbof_cluster_size=16", "--dbof_hidden_size=8"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_data")
+    synthetic.generate(str(root), 48, 16, 4, seed=5, num_classes=100,
+                       num_active_classes=8, num_segment_classes=4,
+                       min_frames=10, max_frames=20)
+    return root
+
+
+def train_command(*args):
+    return [sys.executable, "-m", "yt8m_segments.train", *args]
+
+
+def run(args):
+    """train.py in this process; its log."""
+    return run_command("train", *args).stderr
+
+
+def run_process(args):
+    """train.py in its own process (to be killed, or to see logical CPU
+    devices set before TensorFlow starts); its log."""
+    result = subprocess.run(train_command(*args), capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
+
+
+def weights(train_dir):
+    from yt8m_segments import layers  # noqa: F401  (registers custom layers)
+    model = keras.saving.load_model(os.path.join(train_dir, "model.keras"))
+    return model.get_weights()
+
+
+def test_sigkill_then_rerun_resumes_to_the_same_weights(data, tmp_path):
+    args = [*TINY, *DBOF, "--num_epochs=3", "--checkpoint_every_steps=2",
+            f"--train_data_pattern={data}/train-*.tfrecord"]
+    run_process([*args, f"--train_dir={tmp_path}/whole"])
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(train_command(*args, f"--train_dir={killed}"),
+                               stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    marker = killed / "checkpoints" / "ckpt-8.index"
+    deadline = time.time() + 120
+    while not marker.exists() and process.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.keras").exists()
+
+    log = run_process([*args, f"--train_dir={killed}"])
+    assert re.search(r"resumed from \S+ckpt-\d+ at step \d+", log)
+    for a, b in zip(weights(killed), weights(tmp_path / "whole")):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_mirrored_over_two_cpu_devices_matches_default(data, tmp_path):
+    args = [*TINY, *LINEAR, "--max_steps=5",
+            f"--train_data_pattern={data}/train-*.tfrecord"]
+    run_process([*args, f"--train_dir={tmp_path}/default"])
+    log = run_process([*args, "--strategy=mirrored", "--num_cpu_devices=2",
+               f"--train_dir={tmp_path}/mirrored"])
+    assert "2 replica(s)" in log
+    for a, b in zip(weights(tmp_path / "default"),
+                    weights(tmp_path / "mirrored")):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_multi_worker_processes_end_with_identical_weights(data, tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    args = [*TINY, *LINEAR, "--strategy=multi_worker", "--max_steps=4",
+            "--checkpoint_every_steps=2",
+            f"--train_data_pattern={data}/train-*.tfrecord"]
+    processes = []
+    for index in range(2):
+        config = {"cluster": {"worker": workers},
+                  "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            train_command(*args, f"--train_dir={tmp_path}/worker{index}"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "TF_CONFIG": json.dumps(config)}))
+    logs = [p.communicate(timeout=240)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], logs[0][-2000:]
+    checksums = [re.search(r"final weights checksum (\S+) after 4 steps",
+                           log).group(1) for log in logs]
+    assert checksums[0] == checksums[1]
+    assert (tmp_path / "worker0" / "model.keras").exists()  # the chief
+    assert not (tmp_path / "worker1").exists()
+
+
+def test_multi_worker_needs_max_steps(data, tmp_path):
+    result = run_command("train", *TINY, *LINEAR, "--strategy=multi_worker",
+                         f"--train_data_pattern={data}/train-*.tfrecord",
+                         f"--train_dir={tmp_path}", expect_ok=False)
+    assert result.returncode == 2 and "--max_steps" in result.stderr
+
+
+def test_ema_and_validation_outputs(data, tmp_path):
+    log = run([*TINY, *DBOF, "--num_epochs=2", "--ema_momentum=0.5",
+               "--eval_every_steps=3", "--checkpoint_every_steps=100",
+               f"--eval_data_pattern={data}/validate-*.tfrecord",
+               f"--train_data_pattern={data}/train-*.tfrecord",
+               f"--train_dir={tmp_path}"])
+    assert re.search(r"step 3: validation MAP \d\.\d{4}", log)
+    assert (tmp_path / "best" / "model.keras").exists()
+    assert tf.io.gfile.glob(str(tmp_path / "summaries" / "events.*"))
+    # The saved model holds the EMA weights; the checkpoint the raw ones.
+    step = int(re.search(r"after (\d+) steps", log).group(1))
+    from yt8m_segments import layers  # noqa: F401
+    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    saved = model.get_weights()
+    model.load_weights(trainer_lib.weights_path(str(tmp_path), step))
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(saved, model.get_weights()))
+
+
+def test_ema_weights_swaps_in_the_average_and_back():
+    variable = keras.Variable(np.array([1.0, 2.0], np.float32))
+    optimizer = keras.optimizers.SGD(1.0, use_ema=True, ema_momentum=0.5)
+    optimizer.build([variable])
+    values = []
+    for gradient in ([1.0, 1.0], [2.0, 0.0], [0.0, 4.0]):
+        optimizer.apply_gradients([(np.array(gradient, np.float32), variable)])
+        values.append(variable.numpy().copy())
+    # Keras: the first update copies the variable, later ones blend.
+    average = values[0]
+    for value in values[1:]:
+        average = 0.5 * average + 0.5 * value
+    with trainer_lib.ema_weights(optimizer):
+        np.testing.assert_allclose(variable.numpy(), average)
+    np.testing.assert_allclose(variable.numpy(), values[-1])
+
+
+def test_start_new_model_discards_checkpoints(data, tmp_path):
+    args = [*TINY, *LINEAR, "--max_steps=2", "--checkpoint_every_steps=1",
+            f"--train_data_pattern={data}/train-*.tfrecord",
+            f"--train_dir={tmp_path}"]
+    run(args)
+    assert "resumed" in run(args)
+    assert "resumed" not in run([*args, "--start_new_model"])
+
+
+def test_finetune_with_each_extra_loss(data, tmp_path):
+    run([*TINY, *DBOF, "--max_steps=2",
+         f"--train_data_pattern={data}/train-*.tfrecord",
+         f"--train_dir={tmp_path}/pretrain"])
+    finetune = ["--stage=finetune", "--batch_size=8", "--num_classes=100",
+                "--max_steps=2", f"--pretrain_dir={tmp_path}/pretrain",
+                f"--train_data_pattern={data}/validate-*.tfrecord"]
+    run([*finetune, "--segment_loss=seventh_place",
+         f"--train_dir={tmp_path}/seventh"])
+    # From the rated-segment cache: built once, then reused.
+    cached = [*finetune, f"--segment_cache_dir={tmp_path}/segments",
+              f"--train_dir={tmp_path}/cached"]
+    assert "building segment cache" in run(cached)
+    log = run([*cached, "--start_new_model"])
+    assert "is current" in log and "building" not in log
+    assert (tmp_path / "cached" / "model.keras").exists()
+    run([*finetune, f"--mean_teacher_data_pattern={data}/test-*.tfrecord",
+         "--context_frames=2", "--checkpoint_every_steps=1",
+         f"--train_dir={tmp_path}/mean_teacher"])
+    variables = [name for name, _ in tf.train.list_variables(
+        tf.train.latest_checkpoint(str(tmp_path / "mean_teacher" / "checkpoints")))]
+    assert any(name.startswith("mean_teacher/") for name in variables)
+
+    # A teacher cache over the rated segments' ids, as soft targets.
+    from yt8m_segments.data import views
+    from yt8m_segments.data.features import FeatureSpec
+    ids = np.concatenate([b["segment_id"].numpy() for b in views.test_segment_dataset(
+        f"{data}/validate-*.tfrecord", FeatureSpec(), 64)]).astype(str)
+    class_ids = json.loads((tmp_path / "seventh" / "run_config.json")
+                           .read_text())["class_ids"]
+    teacher = cache_lib.write_cache(
+        str(tmp_path / "teacher_cache"), ids,
+        np.full((len(ids), len(class_ids)), 0.25, np.float16), class_ids, {})
+    run([*finetune, f"--teacher_cache_dir={teacher}",
+         f"--train_dir={tmp_path}/distilled"])
+    assert (tmp_path / "distilled" / "model.keras").exists()
+
+
+def test_train_flags_give_the_library_defaults():
+    """train.py with only the required flags runs task.TrainConfig()'s
+    defaults: a default changed on one side only fails here."""
+    from absl import flags
+    from yt8m_segments import train
+    from yt8m_segments.training import task
+    try:
+        flags.FLAGS(["train", "--train_data_pattern=p", "--train_dir=d"])
+        config = train.config_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert config == task.TrainConfig(train_data_pattern="p", train_dir="d")
+
+
+def test_a_bad_combination_is_a_usage_error_before_any_work(tmp_path):
+    from absl import app
+    from yt8m_segments.training import task
+    with pytest.raises(app.UsageError, match="--pretrain_dir"):
+        task.run(task.TrainConfig(stage="finetune", train_data_pattern="p",
+                                  train_dir=str(tmp_path / "run")))
+    with pytest.raises(app.UsageError, match="--video_cache_dir is for --stage=pretrain"):
+        task.run(task.TrainConfig(stage="finetune", pretrain_dir="x",
+                                  video_cache_dir="c", train_data_pattern="p",
+                                  train_dir=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,2 @@
+"""From a trained run to probabilities: batched prediction over videos and
+segments."""
