@@ -3,12 +3,11 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from command_runner import run_command
 from conftest import frames_with_values
 from yt8m_segments import synthetic
 from yt8m_segments.data import reader
@@ -124,20 +123,17 @@ def test_synthetic_video_level_records_are_the_frame_means(data):
 
 def pretrain_video_level(root, train_dir, *extra_flags):
     """train.py on the video-level records, a tiny ResNetLike; its log."""
-    result = subprocess.run(
-        [sys.executable, "-m", "yt8m_segments.train", "--stage=pretrain",
-         "--frame_features=false", "--feature_names=mean_rgb,mean_audio",
-         f"--train_data_pattern={root}/train_video-*.tfrecord",
-         f"--train_dir={train_dir}", "--model=ResNetLike",
-         "--video_level_classifier_model=Logistic",
-         # zero biases, not the prior start: the outputs the tests compare
-         # then spread after a few steps
-         "--model_hparams=resnet_branch_size=8,resnet_hidden_size=8,"
-         "initial_probability=null",
-         "--num_classes=100", *extra_flags],
-        capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stderr
+    return run_command(
+        "train", "--stage=pretrain",
+        "--frame_features=false", "--feature_names=mean_rgb,mean_audio",
+        f"--train_data_pattern={root}/train_video-*.tfrecord",
+        f"--train_dir={train_dir}", "--model=ResNetLike",
+        "--video_level_classifier_model=Logistic",
+        # zero biases, not the prior start: the outputs the tests compare
+        # then spread after a few steps
+        "--model_hparams=resnet_branch_size=8,resnet_hidden_size=8,"
+        "initial_probability=null",
+        "--num_classes=100", *extra_flags).stderr
 
 
 @pytest.mark.parametrize("cached", [False, True])
@@ -222,13 +218,12 @@ def test_mean_frame_is_the_mean_of_the_real_frames():
 
 def test_video_level_records_are_for_pretraining_only(data, tmp_path):
     root, _ = data
-    result = subprocess.run(
-        [sys.executable, "-m", "yt8m_segments.train", "--stage=finetune",
-         "--frame_features=false", f"--pretrain_dir={tmp_path}",
-         f"--train_data_pattern={root}/train_video-*.tfrecord",
-         f"--train_dir={tmp_path / 'f'}"],
-        capture_output=True, text=True, check=False)
-    assert result.returncode != 0
+    result = run_command(
+        "train", "--stage=finetune", "--frame_features=false",
+        f"--pretrain_dir={tmp_path}",
+        f"--train_data_pattern={root}/train_video-*.tfrecord",
+        f"--train_dir={tmp_path / 'f'}", expect_ok=False)
+    assert result.returncode == 2
     assert "--frame_features=false is for --stage=pretrain" in result.stderr
 
 
@@ -307,13 +302,11 @@ def test_gap_of_a_model_on_frame_and_video_level_records(
 
 def test_eval_command_prints_gap_last(data, untrained_video_level_run):
     root, _ = data
-    result = subprocess.run(
-        [sys.executable, "-m", "yt8m_segments.eval", "--eval_metric=gap",
-         f"--train_dir={untrained_video_level_run}", "--num_classes=100",
-         f"--eval_data_pattern={root}/train_video-*.tfrecord",
-         "--frame_features=false"],
-        capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_command(
+        "eval", "--eval_metric=gap",
+        f"--train_dir={untrained_video_level_run}", "--num_classes=100",
+        f"--eval_data_pattern={root}/train_video-*.tfrecord",
+        "--frame_features=false")
     name, value = result.stdout.strip().splitlines()[-1].split()
     assert name == "GAP@20" and 0 < float(value) < 1
 

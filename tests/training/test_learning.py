@@ -12,6 +12,7 @@ varies 0.92-0.98x of the ridge from run to run with or without it.)
 """
 
 
+import keras
 import numpy as np
 import pytest
 
@@ -69,9 +70,9 @@ def test_stage1_learns_the_content_not_the_prior(world):
     assert gap > 0.85 * ridge, (gap, ridge)
 
 
-def _finetune_map(world, pretrain_dir, name):
+def _finetune_map(world, pretrain_dir, name, seed):
     root, data = world["root"], world["data"]
-    run_command("train", "--stage=finetune",
+    run_command("train", "--stage=finetune", f"--seed={seed}",
                 f"--train_data_pattern={data}/validate-*.tfrecord",
                 f"--pretrain_dir={pretrain_dir}", f"--train_dir={root}/{name}")
     cache_dir = root / f"{name}_cache"
@@ -82,18 +83,30 @@ def _finetune_map(world, pretrain_dir, name):
                                    world["table"]["K"])[0]
 
 
+# One fine-tuning's MAP moves by ~0.02 with its shuffling seed (measured on
+# this world: from the pretrained run 0.514 / 0.541 / 0.535 for seeds 0-2,
+# from untrained weights 0.505 / 0.513 / 0.496), more than the gap the test
+# looks for; so each side is the mean of two seeds.
+SEEDS = (0, 1)
+
+
 def test_pretraining_pays_and_finetuning_beats_the_window_baseline(world):
     """Fine-tuning from the pretrained run is at least as good as the same
     fine-tuning from untrained weights, and above the window-mean logistic."""
     pretrained = run_artifacts.Run(str(world["root"] / "pretrain"))
-    scratch_dir = str(world["root"] / "untrained")
-    untrained = registry.build_model(pretrained.model_config)
-    run_artifacts.save_run(scratch_dir, untrained, pretrained.model_config,
-                           pretrained.class_ids, pretrained.feature_spec,
-                           extra=dict(pretrained.config, stage="pretrain"))
-    from_pretrained = _finetune_map(world, str(world["root"] / "pretrain"),
-                                    "finetune")
-    from_scratch = _finetune_map(world, scratch_dir, "finetune_scratch")
+    from_pretrained, from_scratch = [], []
+    for seed in SEEDS:
+        scratch_dir = str(world["root"] / f"untrained{seed}")
+        keras.utils.set_random_seed(100 + seed)
+        untrained = registry.build_model(pretrained.model_config)
+        run_artifacts.save_run(scratch_dir, untrained, pretrained.model_config,
+                               pretrained.class_ids, pretrained.feature_spec,
+                               extra=dict(pretrained.config, stage="pretrain"))
+        from_pretrained.append(_finetune_map(
+            world, str(world["root"] / "pretrain"), f"finetune{seed}", seed))
+        from_scratch.append(_finetune_map(world, scratch_dir,
+                                          f"finetune_scratch{seed}", seed))
+    from_pretrained, from_scratch = np.mean(from_pretrained), np.mean(from_scratch)
     logistic = world["table"]["segment: window-mean logistic"]
     random = world["table"]["segment: random"]
     assert logistic > random + 0.2  # the world is learnable
