@@ -1,4 +1,4 @@
-"""Stochastic Weight Averaging over saved checkpoints (Izmailov et al. 2018).
+r"""Stochastic Weight Averaging over saved checkpoints (Izmailov et al. 2018).
 
     python -m yt8m_segments.swa --train_dir=F --start_step=A --end_step=B \
         [--output_dir=G] [--batch_norm_stats=average|last]

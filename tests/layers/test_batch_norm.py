@@ -4,9 +4,8 @@ import keras
 import numpy as np
 
 from layer_harness import run_layer_test
+from layer_inputs import RNG
 from yt8m_segments.layers.batch_norm import BatchNorm
-
-RNG = np.random.default_rng(0)
 
 
 def small_frames(batch=8, frames=6, size=4, std=0.03):

@@ -20,121 +20,20 @@ sub-models and never moves the mixture (gate included) towards them.
 Sub-models need logits, so their heads are always logistic: MoE outputs
 probabilities. All N heads live in one layer named "classifier"
 (`MixtureClassifier`), whose `class_subset_weights` slices every head, so
-fine-tuning's "slice the layer named classifier" works unchanged.
+fine-tuning's "slice the layer named classifier" works unchanged. The gate
+(`MixtureGate`) and the heads are layers in yt8m_segments/layers/; this module
+holds what is mixture-specific around them: the training view and the losses.
 """
 
 import keras
-import numpy as np
 from keras import ops
 
-from yt8m_segments.layers import masked_pooling
-from yt8m_segments.layers.batch_norm import BatchNorm
-from yt8m_segments.layers.moe import DEFAULT_INITIAL_PROBABILITY, prior_bias
+from yt8m_segments.layers.mixture_classifier import MixtureClassifier
 
 # Defaults the seed papers do not give: ours (recorded in every ModelConfig).
 DEFAULT_TEMPERATURE = 2.0
 DEFAULT_DISTILL_WEIGHT = 1.0
 DEFAULT_TEACHER_GRADIENTS = False
-
-
-@keras.saving.register_keras_serializable(package="yt8m_segments")
-class MixtureGate(keras.layers.Layer):
-    """a = softmax(FC(BN(mean of real frames))): [B, T, D] + mask -> [B, N]."""
-
-    def __init__(self, num_experts, **kwargs):
-        super().__init__(**kwargs)
-        self.num_experts = num_experts
-        self.supports_masking = True
-        self.norm = BatchNorm(name="bn")
-        self.dense = keras.layers.Dense(num_experts, activation="softmax",
-                                        name="dense")
-
-    def build(self, input_shape):
-        shape = (input_shape[0], input_shape[-1])
-        self.norm.build(shape)
-        self.dense.build(shape)
-
-    def frame_features(self, frames, mask=None, training=None):
-        """Nothing is per frame: the frames themselves."""
-        return frames
-
-    def pool_frames(self, features, mask=None, training=None):
-        """Mean of real frames [N, T, D] -> BN -> FC -> softmax: [N, N_experts]."""
-        if mask is None:
-            mask = ops.ones(ops.shape(features)[:2], dtype="bool")
-        mean = masked_pooling.masked_mean(features, mask)
-        return self.dense(self.norm(mean, training=training))
-
-    def call(self, frames, mask=None, training=None):
-        return self.pool_frames(self.frame_features(frames, mask), mask,
-                                training=training)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_experts)
-
-    def compute_mask(self, frames, mask=None):
-        return None
-
-    def get_config(self):
-        return {**super().get_config(), "num_experts": self.num_experts}
-
-
-@keras.saving.register_keras_serializable(package="yt8m_segments")
-class MixtureClassifier(keras.layers.Layer):
-    """N logistic heads mixed by a gate.
-
-    Call with the list [gate [B, N], h_0 [B, H_0], ..., h_{N-1}]; returns the
-    tuple (probabilities sigmoid(z_e) [B, C], z_e [B, C], z_m [B, N, C]).
-    """
-
-    def __init__(self, num_classes, num_experts, l2_penalty=1e-8,
-                 initial_probability=DEFAULT_INITIAL_PROBABILITY, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = num_classes
-        self.num_experts = num_experts
-        self.l2_penalty = l2_penalty
-        self.initial_probability = initial_probability
-        self.heads = [
-            keras.layers.Dense(num_classes, name=f"logistic_{i}",
-                               kernel_regularizer=keras.regularizers.L2(
-                                   l2_penalty),
-                               bias_initializer=prior_bias(initial_probability))
-            for i in range(num_experts)]
-
-    def build(self, input_shape):
-        if len(input_shape) != self.num_experts + 1:
-            raise ValueError(
-                f"MixtureClassifier takes [gate, h_0..h_{self.num_experts - 1}]"
-                f", got {len(input_shape)} inputs")
-        for head, shape in zip(self.heads, input_shape[1:]):
-            head.build(shape)
-
-    def call(self, inputs):
-        gate, features = inputs[0], inputs[1:]
-        expert_logits = ops.stack(
-            [head(h) for head, h in zip(self.heads, features)], axis=1)
-        logits = ops.einsum("bn,bnc->bc", gate, expert_logits)
-        return ops.sigmoid(logits), logits, expert_logits
-
-    def compute_output_shape(self, input_shape):
-        batch = input_shape[0][0]
-        return ((batch, self.num_classes), (batch, self.num_classes),
-                (batch, self.num_experts, self.num_classes))
-
-    def class_subset_weights(self, positions):
-        """Every head restricted to the classes at `positions` (weight order)."""
-        positions = np.asarray(positions)
-        weights = []
-        for head in self.heads:
-            kernel, bias = head.get_weights()
-            weights += [kernel[:, positions], bias[positions]]
-        return weights
-
-    def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes,
-                "num_experts": self.num_experts,
-                "l2_penalty": self.l2_penalty,
-                "initial_probability": self.initial_probability}
 
 
 def is_mixture(model):

@@ -87,27 +87,6 @@ def _half(value, modality):
     return value if modality == 0 else max(1, value // 2)
 
 
-@keras.saving.register_keras_serializable(package="yt8m_segments")
-class FeatureSlice(keras.layers.Layer):
-    """frames[..., start:stop]: one modality of the concatenated frame."""
-
-    def __init__(self, start, stop, **kwargs):
-        super().__init__(**kwargs)
-        self.start = start
-        self.stop = stop
-        self.supports_masking = True
-
-    def call(self, frames):
-        return frames[..., self.start:self.stop]
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)[:-1] + (self.stop - self.start,)
-
-    def get_config(self):
-        return {**super().get_config(), "start": self.start,
-                "stop": self.stop}
-
-
 def _per_modality(make_layer):
     """An aggregate function running `make_layer(hp, modality, name)` per modality."""
     def aggregate(frames, mask, hp, prefix):
@@ -116,8 +95,8 @@ def _per_modality(make_layer):
             return make_layer(hp, 0, prefix + "aggregator")(frames, mask=mask)
         outputs, start = [], 0
         for i, size in enumerate(sizes):
-            part = FeatureSlice(start, start + size,
-                                name=f"{prefix}features_{i}")(frames)
+            part = layers.FeatureSlice(start, start + size,
+                                       name=f"{prefix}features_{i}")(frames)
             outputs.append(make_layer(hp, i, f"{prefix}aggregator_{i}")(
                 part, mask=mask))
             start += size
@@ -465,10 +444,10 @@ def build_model(config):
                 f"mixture model '{config.model}' needs logits from its "
                 "sub-models, so its heads are logistic: pass "
                 "--video_level_classifier_model=Logistic")
-        gate = mixture.MixtureGate(len(subs), name="mixture_gate")(x, mask=mask)
+        gate = layers.MixtureGate(len(subs), name="mixture_gate")(x, mask=mask)
         features = [_features(sub, x, mask, hp, f"expert_{i}_")
                     for i, sub in enumerate(subs)]
-        probabilities, _, _ = mixture.MixtureClassifier(
+        probabilities, _, _ = layers.MixtureClassifier(
             config.num_classes, len(subs), l2_penalty=hp["l2_penalty"],
             initial_probability=hp["initial_probability"],
             name="classifier")([gate, *features])

@@ -30,8 +30,8 @@ callers then keep the flat windows.
 import keras
 import tensorflow as tf
 
+from yt8m_segments.layers.feature_slice import FeatureSlice
 from yt8m_segments.layers.frame_normalization import L2NormalizeFrames
-from yt8m_segments.models.registry import FeatureSlice
 
 FRAME_WISE = (L2NormalizeFrames, FeatureSlice)
 FRAME, WINDOW = "frame", "window"

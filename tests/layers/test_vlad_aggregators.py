@@ -1,4 +1,5 @@
-"""NetVLAD (and variants), NeXtVLAD and NetFV: harness, masks, invariances, numpy."""
+"""Tests run across the VLAD family of CASES (NetVLAD and its variants,
+NeXtVLAD, NetFV): harness, masks, invariances, numpy references."""
 
 import keras
 import numpy as np
@@ -6,41 +7,8 @@ import pytest
 import tensorflow as tf
 
 from layer_harness import assert_padding_changes_nothing, run_layer_test
-from yt8m_segments.layers.netfv import NetFV
-from yt8m_segments.layers.netvlad import NetVLAD
-from yt8m_segments.layers.nextvlad import NeXtVLAD
-
-RNG = np.random.default_rng(0)
-D = 16
-K = 4
-
-# (class, kwargs, output size for D features, trainable weight count,
-# non-trainable weight count: 3 statistics per batch norm)
-CASES = {
-    "netvlad": (NetVLAD, {"cluster_size": K}, K * D, 6, 6),
-    "light": (NetVLAD, {"cluster_size": K, "light": True}, K * D, 5, 6),
-    "non_local": (NetVLAD, {"cluster_size": K, "non_local": True,
-                            "nonlocal_size": 3}, K * D, 10, 6),
-    "light_non_local_no_bn": (
-        NetVLAD, {"cluster_size": K, "add_batch_norm": False, "light": True,
-                  "non_local": True}, K * D, 6, 0),
-    "nextvlad": (NeXtVLAD, {"cluster_size": K, "groups": 4, "expansion": 2},
-                 K * 2 * D // 4, 10, 6),
-    "netfv": (NetFV, {"cluster_size": K}, 2 * K * D, 7, 6),
-}
-
-
-def make(name):
-    layer_cls, kwargs, *_ = CASES[name]
-    return layer_cls(**kwargs)
-
-
-def frames(batch, time, dim=D):
-    return RNG.normal(size=(batch, time, dim)).astype("float32")
-
-
-def lengths_mask(lengths, time):
-    return np.arange(time)[None, :] < np.asarray(lengths)[:, None]
+from layer_inputs import (CASES, D, RNG, frames, l2, lengths_mask, make,
+                          sigmoid, softmax)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -115,11 +83,6 @@ def test_gradients_reach_every_trainable_weight(name):
         assert np.abs(gradient.numpy()).sum() > 0, variable.path
 
 
-def test_nextvlad_groups_must_divide_the_expanded_size():
-    with pytest.raises(ValueError, match="divisible by groups"):
-        NeXtVLAD(cluster_size=4, groups=3, expansion=2)(frames(1, 2, 4))
-
-
 # ---- numpy references (training=False: batch norm uses moving statistics) --
 
 def randomise(batch_norm):
@@ -138,19 +101,6 @@ def bn(x, batch_norm):
         batch_norm.gamma, batch_norm.beta, batch_norm.moving_mean,
         batch_norm.moving_variance))
     return (x - mean) / np.sqrt(var + batch_norm.epsilon) * gamma + beta
-
-
-def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def sigmoid(x):
-    return 1 / (1 + np.exp(-x))
-
-
-def l2n(x):
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def assignments(layer, x):
@@ -175,7 +125,7 @@ def netvlad_reference(layer, x):
         scores = softmax((vlad @ theta) @ (vlad @ phi).T
                          / np.sqrt(theta.shape[1]))
         vlad = vlad + scores @ (vlad @ g) @ out
-    return l2n(l2n(vlad).ravel())
+    return l2(l2(vlad).ravel())
 
 
 def nextvlad_reference(layer, x):
@@ -192,7 +142,7 @@ def nextvlad_reference(layer, x):
         for g in range(groups):
             for k in range(layer.cluster_size):
                 vlad[k] += a[t, g, k] * (parts[t, g] - centroids[k])
-    return bn(l2n(vlad).ravel(), layer.output_norm)
+    return bn(l2(vlad).ravel(), layer.output_norm)
 
 
 def netfv_reference(layer, x):
@@ -203,8 +153,8 @@ def netfv_reference(layer, x):
         r = (x - layer.centroids.numpy()[k]) / sigma[k]
         first.append((a[:, k:k + 1] * r).sum(0))
         second.append((a[:, k:k + 1] * (r ** 2 - 1)).sum(0))
-    return np.concatenate([l2n(l2n(np.stack(first)).ravel()),
-                           l2n(np.stack(second).ravel())])
+    return np.concatenate([l2(l2(np.stack(first)).ravel()),
+                           l2(np.stack(second).ravel())])
 
 
 REFERENCES = {"netvlad": netvlad_reference, "light": netvlad_reference,
@@ -228,3 +178,4 @@ def test_matches_numpy_on_real_frames(name):
     for i, n in enumerate(lengths):
         np.testing.assert_allclose(out[i], REFERENCES[name](layer, x[i, :n]),
                                    rtol=1e-4, atol=1e-5)
+
