@@ -3,6 +3,7 @@ start, --help with the shared flags, --recipe, and a wheel that runs the
 demo outside the clone."""
 
 import glob
+import importlib
 import os
 import shutil
 import subprocess
@@ -50,7 +51,9 @@ def test_a_pattern_that_matches_nothing_names_it(tmp_path):
     ("eval", ["--segment_max_pred", "--eval_data_pattern", "--refine"]),
     ("export", ["--train_dir", "--tf_logs"])])
 def test_help_lists_the_shared_flags(module, shared):
-    text = command(module, "--help").stdout
+    """In-process (cli.help_text is what --help prints; the next test runs
+    --help through a process)."""
+    text = cli.help_text(importlib.import_module(f"yt8m_segments.{module}").__name__)
     for name in shared:
         assert f"  {name}:" in text or f"  --[no]{name[2:]}:" in text, name
     assert len(text.splitlines()) < 400  # not --helpfull's absl and TF flags
@@ -151,4 +154,26 @@ def test_models_lists_the_zoo_with_absl_flags():
     assert "DBoF" in rows and "NeXtVLAD" in rows
     assert not any(banner in result.stderr for banner in BANNERS)
     assert "  --[no]list:" in command("models", "--help").stdout
-    assert command("models", "--lst", expect_ok=False).returncode == 1  # absl's own
+    misspelled = command("models", "--lst", expect_ok=False)
+    assert misspelled.returncode == 2
+    assert misspelled.stderr.splitlines() == [
+        "error: Unknown command line flag 'lst'", "(see __main__.py --help)"]
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--runner=DirectRunner", "Unknown command line flag 'runner' (Beam's options "
+                              "go after --)"),
+    ("--tf_logs=maybe", "flag --tf_logs=maybe: ('Non-boolean argument to "
+                        "boolean flag', 'maybe')")])
+def test_a_bad_flag_is_a_usage_error(arg, message, capsys):
+    """Not absl's 'FATAL Flags parsing error' and exit 1; a command may add a
+    hint to an unknown flag's message (beam_inference: Beam's options)."""
+    from absl import flags
+    parse = cli.flags_parser(unknown_flag_hint="Beam's options go after --")
+    try:
+        with pytest.raises(SystemExit) as done:
+            parse(["command", arg])
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert done.value.code == 2
+    assert capsys.readouterr().err.splitlines()[0] == f"error: {message}"

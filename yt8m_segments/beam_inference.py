@@ -82,7 +82,8 @@ def main(argv):
 
 
 def run():
-    cli.run(main)
+    cli.run(main, unknown_flag_hint="Beam's pipeline options go after "
+            "`--`: ... -- --runner=DirectRunner")
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ command reads, and errors as one line.
   every flag it reads, grouped: the command's own, then the shared groups
   of flag_defs.GROUPS, then these command-line ones, each with its default.
   `--helpfull` keeps absl's listing, TensorFlow's and absl's flags included.
-- Errors (`run`): a usage error prints `error: <message>` and a hint to
-  --help, exit 2; an input or runtime error (ValueError, OSError,
+- Errors (`run`): a usage error (a bad flag or value included) prints
+  `error: <message>` and a hint to --help, exit 2; an input or runtime error (ValueError, OSError,
   RuntimeError, TensorFlow's OpError) prints `error: <message>`, exit 1.
   `--verbosity=1` or YT8M_TRACEBACK=1 shows the traceback instead. --help
   exits 0.
 """
 
+import importlib
 import os
 import sys
 
@@ -108,7 +109,7 @@ def quiet_start():
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        importlib.import_module("tensorflow")
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -142,6 +143,10 @@ def _fail(error, code, hint=""):
     sys.exit(code)
 
 
+def _help_hint():
+    return f"\n(see {os.path.basename(sys.argv[0])} --help)"
+
+
 def guarded(main):
     """`main` with the errors of the module docstring: a usage error or an
     input/runtime error prints one line and exits 2 or 1."""
@@ -150,10 +155,26 @@ def guarded(main):
         try:
             return main(argv)
         except app.UsageError as error:
-            _fail(error, 2, f"\n(see {os.path.basename(sys.argv[0])} --help)")
+            _fail(error, 2, _help_hint())
         except _runtime_errors() as error:
             _fail(error, 1)
     return call
+
+
+def flags_parser(unknown_flag_hint=""):
+    """absl's flags_parser for app.run: an unknown flag or a bad value is a
+    usage error (one line, exit 2), not absl's FATAL line and exit 1.
+    `unknown_flag_hint` is added to an unknown flag's message."""
+
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            message = str(error)
+            if unknown_flag_hint and isinstance(error, flags.UnrecognizedFlagError):
+                message += f" ({unknown_flag_hint})"
+            _fail(app.UsageError(message), 2, _help_hint())
+    return parse
 
 
 def _render_flag(flag):
@@ -193,11 +214,12 @@ def help_text(module_name):
     return "\n".join(lines)
 
 
-def run(main):
+def run(main, unknown_flag_hint=""):
     """absl's app.run(main) with the help and errors of the module
-    docstring. A command lists its shared flags in --help with
-    flags.adopt_module_key_flags(module) at its top level (absl keys them
-    to the calling module), cli's own among them."""
+    docstring (`unknown_flag_hint`: see flags_parser). A command lists its
+    shared flags in --help with flags.adopt_module_key_flags(module) at its
+    top level (absl keys them to the calling module), cli's own among
+    them."""
     if any(arg in GROUPED_HELP_FLAGS for arg in sys.argv[1:]):
         print(help_text(main.__module__))
         sys.exit(0)
@@ -206,7 +228,8 @@ def run(main):
     except app.UsageError as error:
         _fail(error, 2)
     try:
-        app.run(guarded(main), argv=argv)
+        app.run(guarded(main), argv=argv,
+                flags_parser=flags_parser(unknown_flag_hint))
     except SystemExit as done:
         # absl exits 1 after printing the help it was asked for.
         if done.code == 1 and any(arg in HELP_FLAGS for arg in argv[1:]):

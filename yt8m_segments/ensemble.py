@@ -21,7 +21,7 @@ from absl import flags
 from absl import logging
 
 from yt8m_segments import cli
-from yt8m_segments import flag_defs  # noqa: F401  (defines --caches, --output_cache)
+from yt8m_segments import flag_defs
 from yt8m_segments.postprocess import ensemble as ensemble_lib
 
 flags.adopt_module_key_flags(cli)
@@ -29,8 +29,8 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("weights", None, "Comma-separated weights, one per "
                     "cache (default: equal). Normalised by their sum.")
-flags.declare_key_flag("caches")
-flags.declare_key_flag("output_cache")
+flags.declare_key_flag(flag_defs.CACHES)
+flags.declare_key_flag(flag_defs.OUTPUT_CACHE)
 
 
 def main(argv):

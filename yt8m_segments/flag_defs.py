@@ -1,6 +1,8 @@
 """Flags shared by several commands, defined once (absl forbids redefinition).
 
-Names follow the YouTube-8M starter code where it has one.
+Names follow the YouTube-8M starter code where it has one. A command that
+reads a few of them declares them key flags (so its --help lists them) by
+their holders: flags.declare_key_flag(flag_defs.CACHES).
 """
 
 from absl import flags
@@ -22,15 +24,15 @@ flags.DEFINE_string("eval_data_pattern", None,
                     "fold is used instead).")
 flags.DEFINE_string("feature_names", ",".join(records.DEFAULT_FEATURE_NAMES),
                     "Comma-separated per-frame features to read.")
-flags.DEFINE_string("feature_sizes",
+FEATURE_SIZES = flags.DEFINE_string("feature_sizes",
                     ",".join(str(s) for s in records.DEFAULT_FEATURE_SIZES),
                     "Comma-separated widths of --feature_names.")
-flags.DEFINE_multi_string(
+MODEL_HPARAMS = flags.DEFINE_multi_string(
     "model_hparams", [],
     "Model hyperparameters over the model's paper defaults: key=value,... or "
     "a JSON object; repeatable, later ones win (python -m "
     "yt8m_segments.models --list; keys in yt8m_segments/models/registry.py).")
-flags.DEFINE_integer("num_classes", records.NUM_CLASSES,
+NUM_CLASSES = flags.DEFINE_integer("num_classes", records.NUM_CLASSES,
                      "Size of the video-level vocabulary.")
 flags.DEFINE_string("segment_labels_file", None,
                     "A segment_label_ids.csv naming the segment-rated classes. "
@@ -119,11 +121,11 @@ flags.DEFINE_integer("num_shards", 1, "Split the input files into this many "
                      "beam_inference.py writes them all in parallel.")
 
 # Combining caches (ensemble.py, stacker.py).
-flags.DEFINE_string("caches", None,
+CACHES = flags.DEFINE_string("caches", None,
                     "Comma-separated probability cache directories: "
                     "ensemble.py averages them; stacker.py scores them "
                     "(caches of the --train_caches models, in that order).")
-flags.DEFINE_string("output_cache", None,
+OUTPUT_CACHE = flags.DEFINE_string("output_cache", None,
                     "Directory of the cache ensemble.py or stacker.py writes.")
 
 # Video-level refinement (inference.py, and eval/export that read caches).

@@ -17,6 +17,7 @@ import tensorflow as tf
 from command_runner import run_command
 from yt8m_segments.postprocess import cache as cache_lib
 from yt8m_segments import synthetic
+from yt8m_segments.training import run_artifacts
 from yt8m_segments.training import trainer as trainer_lib
 
 TINY = ["--stage=pretrain", "--batch_size=8", "--num_classes=100",
@@ -53,9 +54,7 @@ def run_process(args):
 
 
 def weights(train_dir):
-    from yt8m_segments import layers  # noqa: F401  (registers custom layers)
-    model = keras.saving.load_model(os.path.join(train_dir, "model.keras"))
-    return model.get_weights()
+    return run_artifacts.Run(train_dir).model.get_weights()
 
 
 def test_sigkill_then_rerun_resumes_to_the_same_weights(data, tmp_path):
@@ -144,8 +143,7 @@ def test_ema_and_validation_outputs(data, tmp_path):
     assert tf.io.gfile.glob(str(tmp_path / "summaries" / "events.*"))
     # The saved model holds the EMA weights; the checkpoint the raw ones.
     step = int(re.search(r"after (\d+) steps", log).group(1))
-    from yt8m_segments import layers  # noqa: F401
-    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    model = run_artifacts.Run(str(tmp_path)).model
     saved = model.get_weights()
     model.load_weights(trainer_lib.weights_path(str(tmp_path), step))
     assert any(not np.array_equal(a, b)

@@ -13,14 +13,14 @@ from absl import app
 from absl import flags
 
 from yt8m_segments import cli
-from yt8m_segments import flag_defs  # noqa: F401  (--num_classes, --feature_sizes, --model_hparams)
+from yt8m_segments import flag_defs
 from yt8m_segments.data import records
 from yt8m_segments.models import registry
 
 flags.DEFINE_bool("list", False, "Print every model with its parameter count.")
 flags.adopt_module_key_flags(cli)
-for _name in ("num_classes", "feature_sizes", "model_hparams"):
-    flags.declare_key_flag(_name)
+for _holder in (flag_defs.NUM_CLASSES, flag_defs.FEATURE_SIZES, flag_defs.MODEL_HPARAMS):
+    flags.declare_key_flag(_holder)
 FLAGS = flags.FLAGS
 
 

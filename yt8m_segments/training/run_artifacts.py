@@ -12,9 +12,9 @@ import keras
 import tensorflow as tf
 
 from yt8m_segments import atomic
-from yt8m_segments import layers  # noqa: F401  (registers the custom layers)
 from yt8m_segments.data import classes
 from yt8m_segments.data.features import FeatureSpec
+# The registry imports every layer and model, registering them for load_model.
 from yt8m_segments.models.registry import ModelConfig
 
 MODEL_FILE = "model.keras"
