@@ -26,7 +26,7 @@ import time
 from yt8m_segments.evaluation import baselines
 from yt8m_segments.evaluation import evaluate
 from yt8m_segments.postprocess import submission
-from yt8m_segments import synthetic
+from yt8m_segments.data import synthetic
 from yt8m_segments.data import classes
 from yt8m_segments.data import reader
 from yt8m_segments.data.features import FeatureSpec

@@ -31,7 +31,7 @@ from yt8m_segments import flag_defs  # noqa: E402
 from yt8m_segments.postprocess import cache  # noqa: E402
 from yt8m_segments.prediction import export  # noqa: E402
 from yt8m_segments.training import run_artifacts  # noqa: E402
-from yt8m_segments import synthetic  # noqa: E402
+from yt8m_segments.data import synthetic  # noqa: E402
 from yt8m_segments.data import classes  # noqa: E402
 from yt8m_segments.data.features import FeatureSpec  # noqa: E402
 from yt8m_segments.models.registry import ModelConfig, build_model  # noqa: E402

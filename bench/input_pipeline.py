@@ -24,7 +24,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from yt8m_segments.training import losses  # noqa: E402
-from yt8m_segments import synthetic  # noqa: E402
+from yt8m_segments.data import synthetic  # noqa: E402
 from yt8m_segments.data import classes  # noqa: E402
 from yt8m_segments.data import parsing  # noqa: E402
 from yt8m_segments.data import records  # noqa: E402

@@ -21,7 +21,7 @@ import recipes
 from yt8m_segments.evaluation import baselines
 from yt8m_segments.evaluation import metrics
 from yt8m_segments.postprocess import submission
-from yt8m_segments import synthetic
+from yt8m_segments.data import synthetic
 from yt8m_segments.data import classes
 from yt8m_segments.data import reader
 from yt8m_segments.data.features import FeatureSpec

@@ -31,7 +31,7 @@ from yt8m_segments.evaluation import evaluate
 from yt8m_segments.postprocess import refine
 from yt8m_segments.postprocess import refine_choice
 from yt8m_segments.postprocess import submission
-from yt8m_segments import synthetic
+from yt8m_segments.data import synthetic
 from yt8m_segments.data import classes
 from yt8m_segments.data import reader
 from yt8m_segments.data.features import FeatureSpec

@@ -81,12 +81,11 @@ def test_every_shared_flag_is_in_one_help_group():
 
 
 def test_the_commands_import_together():
-    """One process can hold every command but synthetic and demo (whose
-    --seed and --output_dir are defined on demand): no flag is defined twice,
-    so tests can run them in-process."""
+    """One process can hold every command: no flag is defined twice, so
+    tests (and the demo's table) can run them in-process."""
     modules = ", ".join(f"yt8m_segments.{name}" for name in (
         "train", "inference", "eval", "export", "ensemble", "stacker", "swa",
-        "beam_inference"))
+        "beam_inference", "synthetic", "demo", "models.__main__"))
     subprocess.run([sys.executable, "-c", f"import {modules}"], check=True,
                    capture_output=True)
 

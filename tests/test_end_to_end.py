@@ -1,21 +1,16 @@
 """The whole path through the real command lines, on a tiny generated dataset."""
 
 import re
-import subprocess
-import sys
 
 import pytest
-from command_runner import run_command, run_process
+from command_runner import run_command
 
 TINY_MODEL = ["--model=DBoF", "--video_level_classifier_model=MoE",
               "--dbof_cluster_size=16", "--dbof_hidden_size=8",
               "--batch_size=16", "--num_epochs=1", "--num_classes=100"]
 
 
-def command(module, *args, expect_ok=True):
-    if module in ("synthetic", "demo"):  # flags that clash with train's --seed
-        return run_process(module, *args, expect_ok=expect_ok)
-    return run_command(module, *args, expect_ok=expect_ok)
+command = run_command
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +20,8 @@ def runs(tmp_path_factory):
     command("synthetic", f"--output_dir={data}", "--num_train_videos=40",
             "--num_validate_videos=16", "--num_test_videos=10", "--seed=3",
             "--num_classes=100", "--num_active_classes=8",
-            "--num_segment_classes=4", "--min_frames=10", "--max_frames=26")
+            "--num_segment_classes=4", "--min_video_frames=10",
+            "--max_video_frames=26")
     command("train", "--stage=pretrain", *TINY_MODEL,
             f"--train_data_pattern={data}/train-*.tfrecord",
             f"--train_dir={root}/pretrain")
@@ -129,12 +125,3 @@ def test_mixture_with_context_frames_through_both_stages(runs):
                      f"--train_dir={runs}/mix_finetune", "--segment_max_pred=50",
                      "--num_classes=100")
     assert result.stdout.strip().splitlines()[-1].startswith("MAP@50 ")
-
-
-def test_demo_module_defines_its_flags_once():
-    """The main job's module imports: a flag defined by two of the modules it
-    imports (say --num_classes by flag_defs and synthetic) fails here."""
-    result = subprocess.run(
-        [sys.executable, "-c", "import yt8m_segments.demo"],
-        capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]

@@ -18,14 +18,14 @@ import time
 from absl import flags
 
 from yt8m_segments import cli
+from yt8m_segments import flag_defs
+from yt8m_segments.data import reader
+from yt8m_segments.data import synthetic
+from yt8m_segments.data.features import FeatureSpec
 from yt8m_segments.evaluation import baselines
 from yt8m_segments.evaluation import metrics
 from yt8m_segments.postprocess import submission
-from yt8m_segments import synthetic
-from yt8m_segments.data import reader
-from yt8m_segments.data.features import FeatureSpec
 
-synthetic.define_flags()
 flags.DEFINE_string(
     "recipe_dir", cli.RECIPES_DIR,
     "Folder of the recipe: demo.flags (shared by both stages; the shipped one "
@@ -33,6 +33,8 @@ flags.DEFINE_string(
     "(each stage's).")
 
 flags.adopt_module_key_flags(cli)
+for _name in ("seed", "output_dir", "num_classes", *dict(flag_defs.GROUPS)["generated data"]):
+    flags.declare_key_flag(_name)
 FLAGS = flags.FLAGS
 
 
@@ -135,10 +137,7 @@ def main(argv):
     del argv
     results, video, k = run_demo(
         FLAGS.output_dir or "demo_output", FLAGS.recipe_dir, FLAGS.seed,
-        num_train_videos=FLAGS.num_train_videos,
-        num_validate_videos=FLAGS.num_validate_videos,
-        num_test_videos=FLAGS.num_test_videos,
-        **{name: getattr(FLAGS, name) for name in synthetic.DEFAULTS})
+        **flag_defs.generated_data())
     print("segments, test set:")
     print(format_table(results, f"MAP@{k}"))
     print("videos, validate set (stage 1):")

@@ -9,6 +9,7 @@ from absl import flags
 
 from yt8m_segments.data import reader
 from yt8m_segments.data import records
+from yt8m_segments.data import synthetic
 from yt8m_segments.data.features import FeatureSpec
 
 flags.DEFINE_string("train_dir", None,
@@ -83,6 +84,16 @@ flags.DEFINE_integer("num_folds", 1,
 flags.DEFINE_integer("fold", 0,
                      "The held-out fold: training reads the other folds, "
                      "evaluation this one.")
+
+flags.DEFINE_integer("seed", 0,
+                     "Random seed. train.py: shuffling and initialisation; "
+                     "synthetic.py and demo.py: the generated data (same "
+                     "seed, same bytes) and the demo's runs.")
+flags.DEFINE_string("output_dir", None,
+                    "Where the command writes: synthetic.py the dataset, "
+                    "demo.py its data, runs and submissions (default "
+                    "demo_output), swa.py the averaged run (default "
+                    "<train_dir>_swa_A_B).")
 
 FLAGS = flags.FLAGS
 
@@ -181,11 +192,61 @@ def labels_from_flags(what="a cache is scored"):
     return evaluate.read_record_labels(files, FLAGS.compression)
 
 
+# The generated dataset (synthetic.py, demo.py): the generator's options
+# (data/synthetic.py DEFAULTS; its min_frames / max_frames are the flags
+# --min_video_frames / --max_video_frames, --max_frames being what is read).
+flags.DEFINE_integer("num_train_videos", 2000, "Train videos (video labels only).")
+flags.DEFINE_integer("num_validate_videos", 800, "Validate videos (rated segments).")
+flags.DEFINE_integer("num_test_videos", 300, "Test videos (ground truth in a CSV).")
+flags.DEFINE_integer("num_active_classes", synthetic.DEFAULTS["num_active_classes"],
+                     "Classes that actually occur (the vocabulary is --num_classes).")
+flags.DEFINE_integer("num_segment_classes", synthetic.DEFAULTS["num_segment_classes"],
+                     "Active classes rated at segment level.")
+flags.DEFINE_integer("min_video_frames", synthetic.DEFAULTS["min_frames"],
+                     "Shortest generated video (s, one frame a second).")
+flags.DEFINE_integer("max_video_frames", synthetic.DEFAULTS["max_frames"],
+                     "Longest generated video (s).")
+flags.DEFINE_integer("num_files_per_split", synthetic.DEFAULTS["num_files_per_split"],
+                     "Record files per split.")
+flags.DEFINE_float("signal_strength", synthetic.DEFAULTS["signal_strength"],
+                   "Scales each entity's pattern strength; < 1 is a weaker signal.")
+flags.DEFINE_float("noise_std", synthetic.DEFAULTS["noise_std"],
+                   "Std of the Gaussian noise added to every frame.")
+flags.DEFINE_float("background_std", synthetic.DEFAULTS["background_std"],
+                   "Std of each scene's Gaussian background vector.")
+flags.DEFINE_float("shared_fraction", synthetic.DEFAULTS["shared_fraction"],
+                   "In [0, 1]: cosine of confusable group mates' patterns; "
+                   "higher is harder to tell apart.")
+flags.DEFINE_float("label_drop_prob", synthetic.DEFAULTS["label_drop_prob"],
+                   "Probability that a present entity is missing from the "
+                   "video labels (one label is always kept).")
+flags.DEFINE_float("spurious_label_prob", synthetic.DEFAULTS["spurious_label_prob"],
+                   "Probability that a video gets one label it does not show.")
+flags.DEFINE_float("full_video_prob", synthetic.DEFAULTS["full_video_prob"],
+                   "Probability that a video's first entity is present in "
+                   "every full window instead of in 1-2 runs (its group mates "
+                   "are then left out).")
+# The generator's option of each flag whose name differs.
+_GENERATOR_OPTION_FLAGS = {"min_frames": "min_video_frames",
+                           "max_frames": "max_video_frames"}
+
+
+def generated_data():
+    """Keyword arguments of data.synthetic.generate (sizes and options, all
+    but output_dir, seed and video_level) from the flags."""
+    sizes = {name: FLAGS[name].value for name in (
+        "num_train_videos", "num_validate_videos", "num_test_videos")}
+    options = {option: FLAGS[_GENERATOR_OPTION_FLAGS.get(option, option)].value
+               for option in synthetic.DEFAULTS}
+    return {**sizes, **options}
+
+
 # How --help groups these flags (cli.help_text); tests/test_cli.py checks
 # that every flag above is in exactly one group.
 GROUPS = (
     ("run and model", ("train_dir", "batch_size", "model_hparams",
-                       "num_classes", "feature_names", "feature_sizes")),
+                       "num_classes", "feature_names", "feature_sizes", "seed",
+                       "output_dir")),
     ("input records", ("eval_data_pattern", "input_data_pattern",
                        "context_frames", "compression", "skip_corrupt_records",
                        "frame_features", "max_frames", "num_folds", "fold",
@@ -196,4 +257,11 @@ GROUPS = (
         "cache_dir", "caches", "output_cache", "video_train_dir", "refine",
         "refine_topk", "refine_threshold", "refine_videos_per_class",
         "refine_videos_fraction", "refine_fusion_weight")),
+    ("generated data", ("num_train_videos", "num_validate_videos",
+                        "num_test_videos", "num_active_classes",
+                        "num_segment_classes", "min_video_frames",
+                        "max_video_frames", "num_files_per_split",
+                        "signal_strength", "noise_std", "background_std",
+                        "shared_fraction", "label_drop_prob",
+                        "spurious_label_prob", "full_video_prob")),
 )

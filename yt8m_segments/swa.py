@@ -44,8 +44,6 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_integer("start_step", None, "First step of the interval.")
 flags.DEFINE_integer("end_step", None, "Last step of the interval.")
-flags.DEFINE_string("output_dir", None,
-                    "The new train_dir (default <train_dir>_swa_A_B).")
 flags.DEFINE_enum("batch_norm_stats", "average", list(swa.BATCH_NORM_STATS),
                   "BatchNorm moving statistics: average them with the "
                   "weights, or keep the last checkpoint's.")

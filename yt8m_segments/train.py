@@ -126,8 +126,6 @@ flags.DEFINE_float("ema_momentum", None,
 flags.DEFINE_integer("eval_every_steps", None,
                      "Validate this often (and at the end); the best run is "
                      "kept in <train_dir>/best.")
-flags.DEFINE_integer("seed", DEFAULTS.seed,
-                     "Seed for shuffling and initialisation.")
 flags.DEFINE_bool("start_new_model", DEFAULTS.start_new_model,
                   "Start afresh, deleting the checkpoints in --train_dir, "
                   "instead of resuming from them.")

@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
+from command_runner import run_command
 
-from yt8m_segments import synthetic
+from yt8m_segments.data import synthetic
 from yt8m_segments.data import records
 
 SEED = 7
@@ -249,22 +249,27 @@ def test_unknown_option_rejected(tmp_path):
 
 
 def test_command_line(tmp_path):
-    flag_values = flags.FlagValues()
-    synthetic.define_flags(flag_values)
-    flag_values([
+    """The command's flags reach the generator (--min/max_video_frames are
+    its min_frames / max_frames)."""
+    run_command(
         "synthetic", f"--output_dir={tmp_path}", "--num_train_videos=3",
         "--num_validate_videos=6", "--num_test_videos=6", "--seed=3",
         "--num_classes=50", "--num_active_classes=6",
         "--num_segment_classes=3", "--num_files_per_split=1",
-        "--noise_std=0.5", "--full_video_prob=0.5"])
-    summary = synthetic.run_from_flags(flag_values)
-    assert summary["validate"]["videos"] == 6
-    assert summary["options"]["num_classes"] == 50
-    assert summary["options"]["noise_std"] == 0.5
-    assert summary["options"]["full_video_prob"] == 0.5
+        "--noise_std=0.5", "--full_video_prob=0.5", "--min_video_frames=12",
+        "--max_video_frames=14")
+    seed, options = synthetic.read_generator_file(
+        str(tmp_path / synthetic.GENERATOR_FILE))
+    assert seed == 3
+    assert options == dict(synthetic.DEFAULTS, num_classes=50,
+                           num_active_classes=6, num_segment_classes=3,
+                           num_files_per_split=1, noise_std=0.5,
+                           full_video_prob=0.5, min_frames=12, max_frames=14)
     names = set(os.listdir(tmp_path))
     assert "validate-00000-of-00001.tfrecord" in names
     assert "vocabulary.csv" in names
+    assert "--output_dir is required" in run_command(
+        "synthetic", expect_ok=False).stderr
 
 
 def _digest(path):

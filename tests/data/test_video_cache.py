@@ -7,7 +7,7 @@ import pytest
 
 from conftest import frames_with_values
 from command_runner import run_command
-from yt8m_segments import synthetic
+from yt8m_segments.data import synthetic
 from yt8m_segments.data import reader
 from yt8m_segments.data import video_cache
 from yt8m_segments.data import views

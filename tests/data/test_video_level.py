@@ -9,7 +9,7 @@ import pytest
 
 from command_runner import run_command
 from conftest import frames_with_values
-from yt8m_segments import synthetic
+from yt8m_segments.data import synthetic
 from yt8m_segments.data import reader
 from yt8m_segments.data import records
 from yt8m_segments.data import views

@@ -9,7 +9,7 @@ from yt8m_segments.postprocess import cache as cache_lib
 from yt8m_segments.evaluation import evaluate
 from yt8m_segments.evaluation import metrics
 from yt8m_segments.postprocess import submission
-from yt8m_segments import synthetic
+from yt8m_segments.data import synthetic
 
 
 

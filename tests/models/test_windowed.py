@@ -10,7 +10,7 @@ import tensorflow as tf
 from yt8m_segments.prediction import cache_builder
 from yt8m_segments.prediction import predict
 from yt8m_segments.training import run_artifacts
-from yt8m_segments import synthetic
+from yt8m_segments.data import synthetic
 from yt8m_segments.data import views
 from yt8m_segments.data.features import FeatureSpec
 from yt8m_segments.models import registry

@@ -21,7 +21,7 @@ from yt8m_segments.prediction import export  # noqa: E402
 from yt8m_segments.postprocess import refine  # noqa: E402
 from yt8m_segments.training import run_artifacts  # noqa: E402
 from yt8m_segments.postprocess import submission  # noqa: E402
-from yt8m_segments import synthetic  # noqa: E402
+from yt8m_segments.data import synthetic  # noqa: E402
 from yt8m_segments.data import reader  # noqa: E402
 from yt8m_segments.data import records  # noqa: E402
 from yt8m_segments.data import views  # noqa: E402

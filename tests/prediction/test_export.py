@@ -14,7 +14,7 @@ import tensorflow as tf
 from command_runner import run_command
 from yt8m_segments.prediction import export
 from yt8m_segments.training import run_artifacts
-from yt8m_segments import synthetic
+from yt8m_segments.data import synthetic
 from yt8m_segments.data import views
 from yt8m_segments.data.features import FeatureSpec
 from yt8m_segments.models.registry import ModelConfig, build_model

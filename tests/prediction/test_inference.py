@@ -14,7 +14,7 @@ from yt8m_segments.postprocess import refine
 from yt8m_segments.postprocess import refine_choice
 from yt8m_segments.training import run_artifacts
 from yt8m_segments.postprocess import submission
-from yt8m_segments import synthetic
+from yt8m_segments.data import synthetic
 from yt8m_segments.data import views
 
 

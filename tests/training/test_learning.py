@@ -21,7 +21,7 @@ from yt8m_segments.evaluation import baselines
 from yt8m_segments.evaluation import evaluate
 from yt8m_segments.training import run_artifacts
 from yt8m_segments.postprocess import submission
-from yt8m_segments import synthetic
+from yt8m_segments.data import synthetic
 from yt8m_segments.data import classes
 from yt8m_segments.training import task
 from yt8m_segments.data import reader

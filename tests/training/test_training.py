@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from command_runner import run_command
 from yt8m_segments.postprocess import cache as cache_lib
-from yt8m_segments import synthetic
+from yt8m_segments.data import synthetic
 from yt8m_segments.training import run_artifacts
 from yt8m_segments.training import trainer as trainer_lib
 
