@@ -21,6 +21,9 @@ from absl import logging as absl_logging
 
 from yt8m_segments import cli
 
+# TensorFlow's C++ start-up lines, which a command keeps off (cli.quiet_start).
+BANNERS = ("oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard")
+
 
 @dataclasses.dataclass
 class Result:
