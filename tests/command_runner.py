@@ -8,15 +8,12 @@ tested through real processes in test_cli.py.
 
 import contextlib
 import dataclasses
-import importlib
 import io
 import logging
 import os
 import subprocess
 import sys
 
-import keras
-from absl import flags
 from absl import logging as absl_logging
 
 from yt8m_segments import cli
@@ -33,9 +30,9 @@ class Result:
 
 
 def run_command(name, *args, expect_ok=True):
-    """Result of command `name` with `args`; asserts it succeeded (or, with
-    expect_ok=False, that it failed)."""
-    module = importlib.import_module(f"yt8m_segments.{name}")
+    """Result of command `name` with `args` run in this process
+    (cli.run_in_process), its output captured; asserts it succeeded (or,
+    with expect_ok=False, that it failed)."""
     stdout, stderr = io.StringIO(), io.StringIO()
     handler = logging.StreamHandler(stderr)
     absl_logger = absl_logging.get_absl_logger()
@@ -44,18 +41,11 @@ def run_command(name, *args, expect_ok=True):
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
-                argv = flags.FLAGS(cli.expand_recipes([name, *args]))
-                absl_logging.set_verbosity(absl_logging.INFO)
-                cli.guarded(module.main)(argv)
+                cli.run_in_process(f"yt8m_segments.{name}", args)
             except SystemExit as done:
                 returncode = done.code if isinstance(done.code, int) else 1
-            except flags.Error as error:
-                print(f"error: {error}", file=stderr)
-                returncode = 2
     finally:
         absl_logger.removeHandler(handler)
-        flags.FLAGS.unparse_flags()
-        keras.backend.clear_session()
     return _checked(Result(returncode, stdout.getvalue(), stderr.getvalue()),
                     expect_ok)
 

@@ -30,6 +30,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 
 TF_LOGS_ENV = "YT8M_TF_LOGS"
 TRACEBACK_ENV = "YT8M_TRACEBACK"
@@ -175,6 +176,29 @@ def flags_parser(unknown_flag_hint=""):
                 message += f" ({unknown_flag_hint})"
             _fail(app.UsageError(message), 2, _help_hint())
     return parse
+
+
+def run_in_process(module_name, args):
+    """Run the command `module_name` (say yt8m_segments.train) on `args` in
+    this process, as `python -m module_name args` would, without a new
+    TensorFlow start-up: recipes expanded, flags parsed (a bad one exits 2),
+    main under `guarded` (errors exit as in a process: SystemExit). The flags
+    go back to their defaults and Keras' state is cleared afterwards, so the
+    next command starts as fresh as in its own process."""
+    import keras  # pylint: disable=import-outside-toplevel
+    module = importlib.import_module(module_name)
+    try:
+        try:
+            argv = expand_recipes([module_name, *args])
+        except app.UsageError as error:
+            _fail(error, 2, _help_hint())
+        argv = flags_parser()(argv)
+        if not flags.FLAGS["verbosity"].present:  # progress, as in a process
+            absl_logging.set_verbosity(absl_logging.INFO)
+        return guarded(module.main)(argv)
+    finally:
+        flags.FLAGS.unparse_flags()
+        keras.backend.clear_session()
 
 
 def _render_flag(flag):

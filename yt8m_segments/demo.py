@@ -2,7 +2,9 @@ r"""The end-to-end demo: generate data, pretrain, fine-tune, infer, score.
 
   python -m yt8m_segments.demo --output_dir=demo_output
 
-Runs every stage through its real command line, as a user would, and prints
+Runs every stage through its real command line, as a user would (in this
+process, cli.run_in_process: one TensorFlow start-up, not one a stage), and
+prints
 MAP@K (K scaled to the test set as docs/metric.md says) of the fine-tuned
 model beside the pretrained model used without fine-tuning, random scores,
 the window-mean logistic baseline and the generator's oracle, and stage 1's
@@ -10,9 +12,9 @@ video GAP@20 beside the label prior and the ridge baseline
 (yt8m_segments/evaluation/baselines.py).
 """
 
+import contextlib
+import io
 import os
-import subprocess
-import sys
 import time
 
 from absl import flags
@@ -39,15 +41,18 @@ FLAGS = flags.FLAGS
 
 
 def _command(module, *args):
-    """Run `python -m yt8m_segments.<module> args`; returns its stdout."""
-    command = [sys.executable, "-m", f"yt8m_segments.{module}", *args]
-    print("$", " ".join(command), flush=True)
-    result = subprocess.run(command, stdout=subprocess.PIPE, text=True,
-                            check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{module} failed with exit code "
-                           f"{result.returncode}: {' '.join(command)}")
-    return result.stdout
+    """Run `python -m yt8m_segments.<module> args` in this process (no new
+    TensorFlow start-up; cli.run_in_process); returns its stdout."""
+    print("$ python -m", f"yt8m_segments.{module}", " ".join(args), flush=True)
+    stdout = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            cli.run_in_process(f"yt8m_segments.{module}", args)
+    except SystemExit as done:
+        if done.code:
+            raise RuntimeError(f"{module} failed with exit code {done.code}: "
+                               f"{' '.join(args)}") from None
+    return stdout.getvalue()
 
 
 def _score_from_eval(stdout, metric="MAP@"):
@@ -81,8 +86,10 @@ def run_demo(output_dir, recipe_dir, seed, **data_options):
              f"--train_data_pattern={pattern['validate']}",
              f"--pretrain_dir={pretrain_dir}", f"--train_dir={finetune_dir}")
 
+    # K scales with the test set: its 5-frame windows (a partial last one
+    # included), as the generator counts them and inference scores them.
+    k = metrics.scaled_k(summary["test"]["segments"])
     results = {}
-    k = None
     for name, train_dir in (("pretrained only (video labels)", pretrain_dir),
                             ("fine-tuned on rated segments", finetune_dir)):
         output_file = os.path.join(output_dir,
@@ -91,12 +98,6 @@ def run_demo(output_dir, recipe_dir, seed, **data_options):
                 f"--input_data_pattern={pattern['test']}",
                 f"--output_file={output_file}",
                 f"--segment_labels_file={segment_labels}"]
-        if k is None:
-            # K scales with the test set; count its windows from the first run.
-            _command("inference", *args, "--segment_max_pred=100000")
-            segment_ids = sorted({s for ids in submission.read_submission(
-                output_file).values() for s in ids})
-            k = metrics.scaled_k(len(segment_ids))
         _command("inference", *args, f"--segment_max_pred={k}")
         results[name] = _score_from_eval(_command(
             "eval", f"--submission_file={output_file}",
