@@ -64,3 +64,22 @@ def _checked(result, expect_ok):
     else:
         assert result.returncode != 0, result.stderr[-3000:]
     return result
+
+
+@contextlib.contextmanager
+def held_by_another_process(directory):
+    """`directory` held (locking.hold) by a live child process for the block;
+    yields the process."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\n"
+         "from yt8m_segments import locking\n"
+         "with locking.hold(sys.argv[1], 'test data'):\n"
+         "    print('held', flush=True)\n"
+         "    sys.stdin.read()\n", str(directory)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)

@@ -1,9 +1,10 @@
 """The whole path through the real command lines, on a tiny generated dataset."""
 
+import os
 import re
 
 import pytest
-from command_runner import run_command
+from command_runner import held_by_another_process, run_command
 
 TINY_MODEL = ["--model=DBoF", "--video_level_classifier_model=MoE",
               "--dbof_cluster_size=16", "--dbof_hidden_size=8",
@@ -125,3 +126,29 @@ def test_mixture_with_context_frames_through_both_stages(runs):
                      f"--train_dir={runs}/mix_finetune", "--segment_max_pred=50",
                      "--num_classes=100")
     assert result.stdout.strip().splitlines()[-1].startswith("MAP@50 ")
+
+
+def test_a_directory_another_job_holds_is_refused_in_one_line(runs, tmp_path):
+    """train, inference and export refuse an output directory that a running
+    job holds, naming it (yt8m_segments/locking.py), before any work."""
+    data = runs / "data"
+    cases = [
+        ("train", tmp_path / "run", [
+            "--stage=pretrain", *TINY_MODEL, f"--train_dir={tmp_path}/run",
+            f"--train_data_pattern={data}/train-*.tfrecord"]),
+        ("inference", tmp_path / "cache", [
+            f"--train_dir={runs}/finetune", f"--cache_dir={tmp_path}/cache",
+            f"--input_data_pattern={data}/test-*.tfrecord"]),
+        ("export", tmp_path / "export", [
+            f"--train_dir={runs}/finetune", f"--export_dir={tmp_path}/export"]),
+    ]
+    for name, directory, args in cases:
+        with held_by_another_process(directory) as holder:
+            result = command(name, *args, expect_ok=False)
+        assert result.returncode == 1, name
+        errors = [line for line in result.stderr.splitlines()
+                  if line.startswith("error: ")]
+        assert len(errors) == 1 and errors[0].startswith(
+            f"error: {directory} is in use by host="), (name, result.stderr)
+        assert f"pid={holder.pid} " in errors[0]
+        assert os.listdir(directory) == [], name  # nothing written

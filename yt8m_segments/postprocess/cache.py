@@ -21,6 +21,7 @@ are written by streaming row blocks into the file behind an
 whole matrix in memory.
 """
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -29,6 +30,7 @@ import os
 import numpy as np
 
 from yt8m_segments import atomic
+from yt8m_segments import locking
 
 SEGMENT_PROBS = "segment_probs.npy"
 SEGMENT_IDS = "segment_ids.txt"
@@ -199,7 +201,9 @@ class CacheWriter:
     removed); every file is written as `<name>.tmp-<pid>` and renamed into
     place by `commit`, meta.json last. Leaving the block without commit (an
     exception, a kill) leaves no readable cache at `path`. Other entries of
-    the directory (inference's `parts/`) are left alone.
+    the directory (inference's `parts/`) are left alone. The directory is
+    held (locking.hold) from the start to commit or abort, so a second
+    writer refuses at once.
     """
 
     def __init__(self, path, num_segments, class_ids, num_videos=None,
@@ -215,21 +219,26 @@ class CacheWriter:
                           ("video class", self.video_class_ids or [])):
             if len(set(ids)) != len(ids):
                 raise ValueError(f"{name} ids are not unique")
-        os.makedirs(self.path, exist_ok=True)
-        meta_path = os.path.join(self.path, META)
-        if os.path.exists(meta_path):
-            os.remove(meta_path)  # the old cache stops being readable first
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(locking.hold(self.path, "probability cache"))
         self._names = [SEGMENT_PROBS, SEGMENT_IDS, CLASS_IDS]
-        self._segments = NpyRowWriter(self._tmp(SEGMENT_PROBS),
-                                      (num_segments, len(self.class_ids)))
-        self._segment_ids = open(self._tmp(SEGMENT_IDS), "w")
         self._videos = None
-        if num_videos is not None:
-            self._names += [VIDEO_PROBS, VIDEO_IDS, VIDEO_CLASS_IDS]
-            self._videos = NpyRowWriter(self._tmp(VIDEO_PROBS),
-                                        (num_videos, len(self.video_class_ids)))
-            self._video_ids = open(self._tmp(VIDEO_IDS), "w")
         self.committed = False
+        try:
+            meta_path = os.path.join(self.path, META)
+            if os.path.exists(meta_path):
+                os.remove(meta_path)  # the old cache stops being readable first
+            self._segments = NpyRowWriter(self._tmp(SEGMENT_PROBS),
+                                          (num_segments, len(self.class_ids)))
+            self._segment_ids = open(self._tmp(SEGMENT_IDS), "w")
+            if num_videos is not None:
+                self._names += [VIDEO_PROBS, VIDEO_IDS, VIDEO_CLASS_IDS]
+                self._videos = NpyRowWriter(self._tmp(VIDEO_PROBS),
+                                            (num_videos, len(self.video_class_ids)))
+                self._video_ids = open(self._tmp(VIDEO_IDS), "w")
+        except BaseException:
+            self._lock.close()
+            raise
 
     def _tmp(self, name):
         return atomic.temporary_name(os.path.join(self.path, name))
@@ -287,6 +296,7 @@ class CacheWriter:
         _write_json(self._tmp(META), meta)
         os.replace(self._tmp(META), os.path.join(self.path, META))
         self.committed = True
+        self._lock.close()
         return self.path
 
     def abort(self):
@@ -297,6 +307,7 @@ class CacheWriter:
         for name in self._names + [META]:
             if os.path.exists(self._tmp(name)):
                 os.remove(self._tmp(name))
+        self._lock.close()
 
 
 def write_cache(path, segment_ids, segment_probs, class_ids, meta,

@@ -12,6 +12,7 @@ import time
 import numpy as np
 from absl import logging
 
+from yt8m_segments import locking
 from yt8m_segments.atomic import atomic_path
 from yt8m_segments.data import records
 from yt8m_segments.data import views
@@ -165,74 +166,76 @@ def build_cache(cache_dir, run, class_ids, files, batch_size, context_frames=0,
                 input_options=None, video_run=None, video_max_frames=records.MAX_FRAMES,
                 num_classes=records.NUM_CLASSES, extra_meta=None,
                 log_every_n_batches=50):
-    """Predict `files` into parts (skipping finished ones), assemble the cache.
+    """Predict `files` into parts (skipping finished ones), assemble the cache;
+    cache_dir is held throughout (locking.hold).
 
     Returns the opened cache.ProbabilityCache.
     """
-    input_options = input_options or {}
-    names = [os.path.basename(f) for f in files]
-    if len(set(names)) != len(names):
-        raise ValueError("input files share a basename, so their parts would "
-                         "collide: " + ", ".join(sorted(
-                             n for n in set(names) if names.count(n) > 1)[:5]))
-    os.makedirs(os.path.join(cache_dir, PARTS), exist_ok=True)
-    fingerprint = cache.run_fingerprint(run)
-    video_fingerprint = cache.run_fingerprint(video_run) if video_run else None
-    video_class_ids = video_run.class_ids if video_run else None
-    meta = _part_meta(fingerprint, video_fingerprint, class_ids, video_class_ids,
-                      context_frames, video_max_frames)
+    with locking.hold(cache_dir, "probability cache"):
+        input_options = input_options or {}
+        names = [os.path.basename(f) for f in files]
+        if len(set(names)) != len(names):
+            raise ValueError("input files share a basename, so their parts would "
+                             "collide: " + ", ".join(sorted(
+                                 n for n in set(names) if names.count(n) > 1)[:5]))
+        os.makedirs(os.path.join(cache_dir, PARTS), exist_ok=True)
+        fingerprint = cache.run_fingerprint(run)
+        video_fingerprint = cache.run_fingerprint(video_run) if video_run else None
+        video_class_ids = video_run.class_ids if video_run else None
+        meta = _part_meta(fingerprint, video_fingerprint, class_ids, video_class_ids,
+                          context_frames, video_max_frames)
 
-    todo = []
-    for path in files:
-        part = part_path(cache_dir, path)
-        if os.path.exists(part):
-            _check_part(part, meta)
-        else:
-            todo.append(path)
-    if len(todo) < len(files):
-        logging.info("resuming: %d of %d input files already predicted",
-                     len(files) - len(todo), len(files))
-    progress = Progress(len(files), len(files) - len(todo), log_every_n_batches)
-    if todo:
-        per_video = (not run.reads_mean_frame
-                     and use_windowed(run.model, context_frames))
-        if per_video:
-            segments = predict.WindowedPredictor(run.model,
-                                                 run.columns_for(class_ids))
-        else:
-            segments = predict.Predictor(run.model, run.columns_for(class_ids),
-                                         mean_frame=run.reads_mean_frame)
-        videos = (predict.Predictor(video_run.model, id_key="id",
-                                    mean_frame=video_run.reads_mean_frame)
-                  if video_run else None)
-    for path in todo:
-        if per_video:
-            dataset = views.test_segment_dataset(
-                path, run.feature_spec, videos_per_batch(batch_size),
-                context_frames=context_frames, per_video=True, files=[path],
-                quantized=True, **input_options)
-        else:
-            dataset = views.test_segment_dataset(
-                path, run.feature_spec, batch_size,
-                context_frames=context_frames, files=[path], quantized=True,
-                **input_options)
-        segment_ids, segment_probs, _ = segments.predict(
-            dataset, [path], on_batch=progress.batch, allow_empty=True)
-        video_ids = video_probs = None
-        if videos is not None:
-            dataset = views.video_dataset(
-                path, video_run.feature_spec, num_classes, video_max_frames,
-                batch_size, files=[path], quantized=True, **input_options)
-            video_ids, video_probs, _ = videos.predict(dataset, [path],
-                                                       allow_empty=True)
-        save_part(part_path(cache_dir, path), meta, segment_ids, segment_probs,
-                  video_ids, video_probs)
-        progress.file_done()
-    return assemble_cache(cache_dir, files, meta, {
-        "train_dir": os.path.abspath(run.train_dir),
-        "video_train_dir": (os.path.abspath(video_run.train_dir)
-                            if video_run else None),
-        "input_files": list(files), **(extra_meta or {})})
+        todo = []
+        for path in files:
+            part = part_path(cache_dir, path)
+            if os.path.exists(part):
+                _check_part(part, meta)
+            else:
+                todo.append(path)
+        if len(todo) < len(files):
+            logging.info("resuming: %d of %d input files already predicted",
+                         len(files) - len(todo), len(files))
+        progress = Progress(len(files), len(files) - len(todo), log_every_n_batches)
+        if todo:
+            per_video = (not run.reads_mean_frame
+                         and use_windowed(run.model, context_frames))
+            if per_video:
+                segments = predict.WindowedPredictor(run.model,
+                                                     run.columns_for(class_ids))
+            else:
+                segments = predict.Predictor(run.model, run.columns_for(class_ids),
+                                             mean_frame=run.reads_mean_frame)
+            videos = (predict.Predictor(video_run.model, id_key="id",
+                                        mean_frame=video_run.reads_mean_frame)
+                      if video_run else None)
+        for path in todo:
+            if per_video:
+                dataset = views.test_segment_dataset(
+                    path, run.feature_spec, videos_per_batch(batch_size),
+                    context_frames=context_frames, per_video=True, files=[path],
+                    quantized=True, **input_options)
+            else:
+                dataset = views.test_segment_dataset(
+                    path, run.feature_spec, batch_size,
+                    context_frames=context_frames, files=[path], quantized=True,
+                    **input_options)
+            segment_ids, segment_probs, _ = segments.predict(
+                dataset, [path], on_batch=progress.batch, allow_empty=True)
+            video_ids = video_probs = None
+            if videos is not None:
+                dataset = views.video_dataset(
+                    path, video_run.feature_spec, num_classes, video_max_frames,
+                    batch_size, files=[path], quantized=True, **input_options)
+                video_ids, video_probs, _ = videos.predict(dataset, [path],
+                                                           allow_empty=True)
+            save_part(part_path(cache_dir, path), meta, segment_ids, segment_probs,
+                      video_ids, video_probs)
+            progress.file_done()
+        return assemble_cache(cache_dir, files, meta, {
+            "train_dir": os.path.abspath(run.train_dir),
+            "video_train_dir": (os.path.abspath(video_run.train_dir)
+                                if video_run else None),
+            "input_files": list(files), **(extra_meta or {})})
 
 
 def assemble_cache(cache_dir, files, part_meta_dict, extra_meta):

@@ -10,6 +10,7 @@ import uuid
 
 import tensorflow as tf
 
+from yt8m_segments import locking
 from yt8m_segments.training import run_artifacts
 from yt8m_segments.data import parsing
 from yt8m_segments.data import records
@@ -151,28 +152,31 @@ def next_version(export_dir):
 
 def export(train_dir, export_dir, video_train_dir=None, version=None,
            segment_labels_file=None, context_frames=None, max_frames=records.MAX_FRAMES):
-    """Write the SavedModel to `<export_dir>/<version>`; returns that path."""
-    version = next_version(export_dir) if version is None else int(version)
-    if version < 0:
+    """Write the SavedModel to `<export_dir>/<version>`; returns that path.
+    One export at a time per export_dir (locking.hold): two would pick the
+    same next version."""
+    if version is not None and int(version) < 0:
         raise ValueError(f"export version must be a non-negative integer, got {version}")
-    target = os.path.join(export_dir, str(version))
-    if tf.io.gfile.exists(target):
-        raise FileExistsError(f"{target} already exists; pick another "
-                              "--export_version or leave it out")
-    module = build_module(train_dir, video_train_dir, segment_labels_file,
-                          context_frames, max_frames)
-    tf.io.gfile.makedirs(export_dir)
-    # TF Serving only loads integer directories: a temporary name is invisible.
-    tmp = os.path.join(export_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
-    signatures = {
-        "serving_default": module.serve.get_concrete_function(),
-        "predict_frames": module.predict_frames.get_concrete_function(),
-    }
-    try:
-        tf.saved_model.save(module, tmp, signatures=signatures)
-        tf.io.gfile.rename(tmp, target)
-    except BaseException:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.rmtree(tmp)
-        raise
-    return target
+    with locking.hold(export_dir, "exports"):
+        version = next_version(export_dir) if version is None else int(version)
+        target = os.path.join(export_dir, str(version))
+        if tf.io.gfile.exists(target):
+            raise FileExistsError(f"{target} already exists; pick another "
+                                  "--export_version or leave it out")
+        module = build_module(train_dir, video_train_dir, segment_labels_file,
+                              context_frames, max_frames)
+        tf.io.gfile.makedirs(export_dir)
+        # TF Serving only loads integer directories: a temporary name is invisible.
+        tmp = os.path.join(export_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
+        signatures = {
+            "serving_default": module.serve.get_concrete_function(),
+            "predict_frames": module.predict_frames.get_concrete_function(),
+        }
+        try:
+            tf.saved_model.save(module, tmp, signatures=signatures)
+            tf.io.gfile.rename(tmp, target)
+        except BaseException:
+            if tf.io.gfile.exists(tmp):
+                tf.io.gfile.rmtree(tmp)
+            raise
+        return target

@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import app
 from absl import logging
 
+from yt8m_segments import locking
 from yt8m_segments.data import classes
 from yt8m_segments.data import parsing
 from yt8m_segments.data import reader
@@ -284,8 +285,17 @@ def _validate_fn(config, model, class_ids, feature_spec):
 
 
 def run(config):
-    """Train (or resume) the run `config` describes; returns the steps done."""
+    """Train (or resume) the run `config` describes; returns the steps done.
+    The chief holds train_dir throughout (locking.hold): a second job on it
+    refuses at start."""
     config.check()
+    if not distribution.is_chief():  # writes nothing to train_dir
+        return _train(config)
+    with locking.hold(config.train_dir, "training run"):
+        return _train(config)
+
+
+def _train(config):
     strategy = distribution.make_strategy(config.strategy,
                                           config.num_cpu_devices)
     checkpoints = os.path.join(config.train_dir, trainer_lib.CHECKPOINT_DIR)
