@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from absl import logging as absl_logging
 
 from yt8m_segments import cli
@@ -83,3 +84,27 @@ def held_by_another_process(directory):
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def small_disk(directory, size="64k"):
+    """A tmpfs of `size` mounted at `directory`, for full-disk tests (root
+    only: the test is skipped otherwise)."""
+    os.makedirs(directory)
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+            capture_output=True, check=False).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "--lazy", str(directory)], check=False)
+
+
+def fill(directory, leave=4096):
+    """Fill the file system of `directory` but `leave` bytes; returns the filler."""
+    stat = os.statvfs(directory)
+    filler = os.path.join(directory, "filler")
+    with open(filler, "wb") as handle:
+        handle.write(b"\0" * max(stat.f_bavail * stat.f_frsize - leave, 0))
+    return filler

@@ -1,11 +1,14 @@
 """atomic.py: one temporary name for every written file, the old file kept
-when a write fails, nothing left behind."""
+when a write fails, nothing left behind, a full disk named in one line."""
 
 import os
 
+import numpy as np
 import pytest
 
+from command_runner import small_disk
 from yt8m_segments import atomic
+from yt8m_segments.postprocess import cache
 
 
 def test_temporary_names_keep_the_extensions_writers_need():
@@ -32,3 +35,24 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         assert tmp.endswith(".keras") and os.path.dirname(tmp) == str(tmp_path)
         open(tmp, "w").write("new")
     assert sorted(os.listdir(tmp_path)) == ["m.keras", "out.csv"]
+
+
+def test_a_full_disk_names_the_output_and_keeps_the_old_file(tmp_path):
+    """CSV (atomic_open) and cache writes on a full disk: one line naming the
+    file the user asked for; the earlier file intact, no temporary left."""
+    with small_disk(tmp_path / "disk") as disk:
+        path = str(disk / "submission.csv")
+        with atomic.atomic_open(path) as handle:
+            handle.write("Class,Segments\n")
+        with pytest.raises(OSError) as error:
+            with atomic.atomic_open(path) as handle:
+                handle.write("x" * 200_000)
+        assert str(error.value) == f"cannot write {path}: No space left on device"
+        assert open(path).read() == "Class,Segments\n"
+        with pytest.raises(OSError) as error:
+            cache.write_cache(str(disk / "cache"), [f"v:{i}" for i in range(20_000)],
+                              np.zeros((20_000, 4)), [1, 2, 3, 4], {})
+        assert str(error.value) == (f"cannot write {disk / 'cache'}: "
+                                    "No space left on device")
+        assert sorted(os.listdir(disk)) == ["cache", "submission.csv"]
+        assert os.listdir(disk / "cache") == []  # no temporaries, no lock

@@ -10,6 +10,7 @@ export directory).
 """
 
 import contextlib
+import errno
 import os
 
 import tensorflow as tf
@@ -34,15 +35,42 @@ def is_temporary(name):
     return TMP_MARK in os.path.basename(name)
 
 
+# Why a write fails for reasons of the place, not the data: a full disk, a
+# quota, no permission, a read-only file system.
+_PLACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextlib.contextmanager
+def names_failed_writes(path):
+    """A write in the block that fails for want of space or permission
+    raises OSError("cannot write <path>: <reason>"): the output the user
+    named (not a temporary name), in one line."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _PLACE_ERRNOS:
+            raise
+        raise OSError(f"cannot write {path}: {error.strerror}") from error
+    except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError) as error:
+        # TF's message holds the reason among file names and op names.
+        reasons = [os.strerror(code) for code in _PLACE_ERRNOS
+                   if os.strerror(code) in error.message]
+        if not reasons:
+            raise
+        raise OSError(f"cannot write {path}: {reasons[0]}") from error
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields the temporary name to write `path` through (for writers that
     take a path: TFRecordWriter, model.save, savefig); renamed over `path`
-    when the block succeeds, removed when it fails. Any filesystem TF knows."""
+    when the block succeeds, removed when it fails (a full disk or no
+    permission: names_failed_writes). Any filesystem TF knows."""
     tmp_path = temporary_name(path)
     try:
-        yield tmp_path
-        tf.io.gfile.rename(tmp_path, path, overwrite=True)
+        with names_failed_writes(path):
+            yield tmp_path
+            tf.io.gfile.rename(tmp_path, path, overwrite=True)
     finally:
         if tf.io.gfile.exists(tmp_path):
             tf.io.gfile.remove(tmp_path)

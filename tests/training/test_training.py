@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from command_runner import run_command
+from command_runner import fill, run_command, small_disk
 from yt8m_segments.postprocess import cache as cache_lib
 from yt8m_segments.data import synthetic
 from yt8m_segments.training import run_artifacts
@@ -239,3 +239,24 @@ def test_a_bad_combination_is_a_usage_error_before_any_work(tmp_path):
                                   video_cache_dir="c", train_data_pattern="p",
                                   train_dir=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_at_a_checkpoint_names_it_and_the_rerun_completes(data, tmp_path):
+    """Checkpointing on a full disk: one line naming the checkpoint, the
+    earlier checkpoints intact; after freeing space the same command resumes
+    from the last good one and finishes."""
+    with small_disk(tmp_path / "disk", size="64m") as disk:
+        run_dir = disk / "run"
+        args = [*TINY, *LINEAR, "--checkpoint_every_steps=1", f"--train_dir={run_dir}",
+                f"--train_data_pattern={data}/train-*.tfrecord"]
+        run_command("train", *args, "--max_steps=2")
+        filler = fill(disk, leave=1 << 20)  # room for summaries, not a checkpoint
+        result = run_command("train", *args, "--max_steps=4", expect_ok=False)
+        assert result.returncode == 1
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert errors == [f"error: cannot write {run_dir}/checkpoints/ckpt-3: "
+                          "No space left on device"], result.stderr[-2000:]
+        os.remove(filler)
+        result = run_command("train", *args, "--max_steps=4")
+        assert f"resumed from {run_dir}/checkpoints/ckpt-2 at step 2" in result.stderr
+        assert (run_dir / "model.keras").exists()

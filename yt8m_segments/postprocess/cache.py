@@ -23,6 +23,7 @@ whole matrix in memory.
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -190,6 +191,16 @@ def _read_json(path):
 
 # ---------------------------------------------------------------- writing
 
+def _names_failed_writes(method):
+    """A CacheWriter method whose failed writes (a full disk, no
+    permission) name the cache directory (atomic.names_failed_writes)."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with atomic.names_failed_writes(self.path):
+            return method(self, *args, **kwargs)
+    return call
+
+
 class CacheWriter:
     """Streams a cache into directory `path`; `commit` makes it readable.
 
@@ -225,20 +236,25 @@ class CacheWriter:
         self._videos = None
         self.committed = False
         try:
-            meta_path = os.path.join(self.path, META)
-            if os.path.exists(meta_path):
-                os.remove(meta_path)  # the old cache stops being readable first
-            self._segments = NpyRowWriter(self._tmp(SEGMENT_PROBS),
-                                          (num_segments, len(self.class_ids)))
-            self._segment_ids = open(self._tmp(SEGMENT_IDS), "w")
-            if num_videos is not None:
-                self._names += [VIDEO_PROBS, VIDEO_IDS, VIDEO_CLASS_IDS]
-                self._videos = NpyRowWriter(self._tmp(VIDEO_PROBS),
-                                            (num_videos, len(self.video_class_ids)))
-                self._video_ids = open(self._tmp(VIDEO_IDS), "w")
+            self._open_files(num_segments, num_videos)
         except BaseException:
-            self._lock.close()
+            self.abort()
             raise
+
+    @_names_failed_writes
+    def _open_files(self, num_segments, num_videos):
+        """De-commit any earlier cache here; open the temporary files."""
+        meta_path = os.path.join(self.path, META)
+        if os.path.exists(meta_path):
+            os.remove(meta_path)  # the old cache stops being readable first
+        self._segments = NpyRowWriter(self._tmp(SEGMENT_PROBS),
+                                      (num_segments, len(self.class_ids)))
+        self._segment_ids = open(self._tmp(SEGMENT_IDS), "w")
+        if num_videos is not None:
+            self._names += [VIDEO_PROBS, VIDEO_IDS, VIDEO_CLASS_IDS]
+            self._videos = NpyRowWriter(self._tmp(VIDEO_PROBS),
+                                        (num_videos, len(self.video_class_ids)))
+            self._video_ids = open(self._tmp(VIDEO_IDS), "w")
 
     def _tmp(self, name):
         return atomic.temporary_name(os.path.join(self.path, name))
@@ -250,6 +266,7 @@ class CacheWriter:
         if not self.committed:
             self.abort()
 
+    @_names_failed_writes
     def write_segments(self, segment_ids, probabilities):
         if len(segment_ids) != len(probabilities):
             raise ValueError(f"{len(segment_ids)} segment ids for "
@@ -257,6 +274,7 @@ class CacheWriter:
         self._segments.write(probabilities)
         self._segment_ids.write("".join(f"{s}\n" for s in segment_ids))
 
+    @_names_failed_writes
     def write_videos(self, video_ids, probabilities):
         if self._videos is None:
             raise ValueError("this cache was opened without video probabilities")
@@ -274,6 +292,7 @@ class CacheWriter:
         if self._videos is not None:
             self._videos.close()
 
+    @_names_failed_writes
     def commit(self, meta):
         """Finish the files, rename them into place, write meta.json last."""
         self._close_files()
@@ -302,7 +321,7 @@ class CacheWriter:
     def abort(self):
         try:
             self._close_files()
-        except (ValueError, OSError):
+        except (ValueError, OSError, AttributeError):  # AttributeError: not all opened
             pass
         for name in self._names + [META]:
             if os.path.exists(self._tmp(name)):

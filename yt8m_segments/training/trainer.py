@@ -30,6 +30,7 @@ from absl import logging
 
 from yt8m_segments.training import distribution
 from yt8m_segments.atomic import atomic_path
+from yt8m_segments.atomic import names_failed_writes
 from yt8m_segments.data import parsing
 
 CHECKPOINT_DIR = "checkpoints"
@@ -121,9 +122,11 @@ class Trainer:
             directory = tempfile.mkdtemp(prefix="yt8m_worker_checkpoints_")
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, directory, max_to_keep=keep_checkpoints)
-        self.writer = (tf.summary.create_file_writer(
-            os.path.join(train_dir, SUMMARY_DIR)) if self.chief
-            else tf.summary.create_noop_writer())
+        self.writer = tf.summary.create_noop_writer()
+        if self.chief:
+            summaries = os.path.join(train_dir, SUMMARY_DIR)
+            with names_failed_writes(summaries):
+                self.writer = tf.summary.create_file_writer(summaries)
         self._train_step = self._make_train_step()
 
     def restore(self):
@@ -164,7 +167,8 @@ class Trainer:
 
     def _save_checkpoint(self):
         step = int(self.step.numpy())
-        self.manager.save(checkpoint_number=step)
+        with names_failed_writes(f"{self.manager.directory}/ckpt-{step}"):
+            self.manager.save(checkpoint_number=step)
         if self.chief:
             path = weights_path(self.train_dir, step)
             with atomic_path(path) as tmp_path:
