@@ -2,6 +2,7 @@
 when a write fails, nothing left behind, a full disk named in one line."""
 
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -56,3 +57,27 @@ def test_a_full_disk_names_the_output_and_keeps_the_old_file(tmp_path):
                                     "No space left on device")
         assert sorted(os.listdir(disk)) == ["cache", "submission.csv"]
         assert os.listdir(disk / "cache") == []  # no temporaries, no lock
+
+
+def test_a_read_only_file_system_names_the_output(tmp_path):
+    """As a full disk: one line naming the output, the old file kept; the
+    lock of a job's output directory too (root ignores permission bits, so
+    a read-only mount stands for a directory the job may not write)."""
+    from yt8m_segments import locking
+    with small_disk(tmp_path / "disk") as disk:
+        path = str(disk / "submission.csv")
+        with atomic.atomic_open(path) as handle:
+            handle.write("Class,Segments\n")
+        os.makedirs(disk / "run")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        with pytest.raises(OSError) as error:
+            with atomic.atomic_open(path) as handle:
+                handle.write("new")
+        assert str(error.value) == f"cannot write {path}: Read-only file system"
+        assert open(path).read() == "Class,Segments\n"
+        for directory in (disk / "run", disk / "new_run"):
+            with pytest.raises(OSError) as error:
+                with locking.hold(str(directory), "training run"):
+                    pass
+            assert str(error.value) == (f"cannot write {directory}: "
+                                        "Read-only file system")

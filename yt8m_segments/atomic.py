@@ -7,13 +7,14 @@ Two directory writers keep their own names on purpose: data/array_cache.py's
 resumable builds a fixed `<dir>.tmp` (a rerun resumes in it, whatever its
 pid) and export.py a hidden `.tmp-<version>-<id>` (TF Serving scans the
 export directory).
+TensorFlow is imported by the writers, not here: locking.py uses
+names_failed_writes in jobs' lock holders, which need no TensorFlow.
 """
 
 import contextlib
 import errno
 import os
-
-import tensorflow as tf
+import sys
 
 TMP_MARK = ".tmp-"
 # Extensions writers infer a format from (Keras, matplotlib): kept last.
@@ -51,7 +52,11 @@ def names_failed_writes(path):
         if error.errno not in _PLACE_ERRNOS:
             raise
         raise OSError(f"cannot write {path}: {error.strerror}") from error
-    except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError) as error:
+    except Exception as error:  # TensorFlow's, where it is loaded
+        tf_errors = getattr(sys.modules.get("tensorflow"), "errors", None)
+        if tf_errors is None or not isinstance(error, (
+                tf_errors.ResourceExhaustedError, tf_errors.PermissionDeniedError)):
+            raise
         # TF's message holds the reason among file names and op names.
         reasons = [os.strerror(code) for code in _PLACE_ERRNOS
                    if os.strerror(code) in error.message]
@@ -66,6 +71,7 @@ def atomic_path(path):
     take a path: TFRecordWriter, model.save, savefig); renamed over `path`
     when the block succeeds, removed when it fails (a full disk or no
     permission: names_failed_writes). Any filesystem TF knows."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     tmp_path = temporary_name(path)
     try:
         with names_failed_writes(path):
@@ -79,6 +85,7 @@ def atomic_path(path):
 @contextlib.contextmanager
 def atomic_open(path, mode="w"):
     """Open `path` for writing through `atomic_path`."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     with atomic_path(path) as tmp_path:
         with tf.io.gfile.GFile(tmp_path, mode) as handle:
             yield handle

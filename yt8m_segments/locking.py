@@ -22,6 +22,8 @@ import time
 
 from absl import logging
 
+from yt8m_segments import atomic
+
 LOCK_FILE = ".yt8m.lock"
 _HELD = {}  # real path of a held directory -> how many holds are open
 
@@ -69,7 +71,8 @@ def hold(directory, writes):
     if "://" in directory:
         yield
         return
-    os.makedirs(directory, exist_ok=True)
+    with atomic.names_failed_writes(directory):
+        os.makedirs(directory, exist_ok=True)
     key = os.path.realpath(directory)
     if key in _HELD:
         _HELD[key] += 1
@@ -79,7 +82,8 @@ def hold(directory, writes):
             _HELD[key] -= 1
         return
     path = os.path.join(key, LOCK_FILE)
-    fd = _lock(path)
+    with atomic.names_failed_writes(directory):
+        fd = _lock(path)
     left = _read(fd)
     if left.strip():
         logging.warning("%s: taking over the lock of %s, which is no longer "
