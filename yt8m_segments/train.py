@@ -110,6 +110,12 @@ flags.DEFINE_enum("strategy", DEFAULTS.strategy, list(distribution.STRATEGIES),
                   "multi_worker (machines in TF_CONFIG; needs --max_steps).")
 flags.DEFINE_integer("num_cpu_devices", DEFAULTS.num_cpu_devices,
                      "With --strategy=mirrored and no GPU: logical CPU devices.")
+flags.DEFINE_bool("sync_batch_norm", DEFAULTS.sync_batch_norm,
+                  "With several replicas, batch norms take their statistics "
+                  "over the global batch (all-reduced each step), so the run "
+                  "trains as one device would; --nosync_batch_norm keeps "
+                  "per-replica statistics (no all-reduce; the weights then "
+                  "drift from a one-device run's).")
 flags.DEFINE_integer("max_steps", None,
                      "Train exactly this many steps instead of --num_epochs.")
 flags.DEFINE_integer("checkpoint_every_steps", DEFAULTS.checkpoint_every_steps,

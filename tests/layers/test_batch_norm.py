@@ -80,3 +80,27 @@ def test_momentum_tends_to_the_configured_one():
         layer(zeros, training=True)
     layer(np.ones((4, 3), "float32"), training=True)
     np.testing.assert_allclose(layer.moving_mean.numpy(), 0.1, rtol=1e-3)
+
+
+def test_synchronized_masked_statistics_match_a_numpy_reference():
+    """`synchronized` (distribution.synchronize_batch_norm) on one replica:
+    the masked batch mean and variance of the real frames, as numpy computes
+    them, and the same outputs and moving statistics as unsynchronized.
+    (Two replicas against one device: tests/training/test_training.py.)"""
+    frames = small_frames(4)
+    mask = RNG.random((4, 6)) > 0.3
+    real = frames[mask]
+    layers = []
+    for synchronized in (False, True):
+        layer = BatchNorm(momentum=0.9)
+        layer.build(frames.shape)
+        layer.synchronized = synchronized
+        mean, variance = layer._moments(keras.ops.convert_to_tensor(frames),
+                                        keras.ops.convert_to_tensor(mask))
+        np.testing.assert_allclose(mean, real.mean(0), rtol=1e-5)
+        np.testing.assert_allclose(variance, real.var(0), rtol=1e-3)
+        layers.append((layer, layer(frames, training=True, mask=mask)))
+    (plain, plain_out), (synced, synced_out) = layers
+    np.testing.assert_allclose(synced_out, plain_out, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(synced.moving_variance, plain.moving_variance,
+                               rtol=1e-4)

@@ -1,6 +1,7 @@
 """Batch normalization whose moving statistics are right after few steps."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -22,6 +23,12 @@ class BatchNorm(keras.layers.BatchNormalization):
     never count), and tends to `momentum` as t grows. `num_updates` (a
     non-trainable weight after gamma, beta, moving mean and variance) counts
     the updates, so a resumed run continues the same averages.
+
+    `synchronized` (set by training.distribution.synchronize_batch_norm
+    when a run has several replicas) takes the batch statistics over every
+    replica's examples, masked frames left out, so that a distributed step
+    normalises as one device would on the whole batch (Keras' own layer
+    ignores `synchronized` when there is a mask).
 
     Call: as BatchNormalization; `mask` [B, T] keeps padded frames out of the
     batch statistics.
@@ -53,3 +60,20 @@ class BatchNorm(keras.layers.BatchNormalization):
             scale=ops.cast(self.gamma, inputs.dtype) if self.scale else None,
             epsilon=self.epsilon)
         return ops.cast(outputs, self.compute_dtype)
+
+    def _moments(self, inputs, mask):
+        if mask is None or not self.synchronized:
+            return super()._moments(inputs, mask)
+        context = tf.distribute.get_replica_context()
+        weights = ops.cast(ops.broadcast_to(ops.expand_dims(mask, -1),
+                                            ops.shape(inputs)), inputs.dtype)
+
+        def total(values):
+            """Summed over the reduction axes, then over the replicas."""
+            local = ops.sum(values, self._reduction_axes)
+            return context.all_reduce("sum", local) if context else local
+
+        count = total(weights) + keras.backend.epsilon()
+        mean = total(inputs * weights) / count
+        variance = total(ops.square(inputs - mean) * weights) / count
+        return mean, variance

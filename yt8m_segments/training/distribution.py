@@ -9,6 +9,7 @@ case (docs/traps.md), so training uses its own loop over `strategy.run`.
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -36,6 +37,17 @@ def make_strategy(name, num_cpu_devices=0):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.get_strategy()
+
+
+def synchronize_batch_norm(model):
+    """Batch statistics over the global batch in every batch norm of `model`
+    (layers.batch_norm.BatchNorm, masked ones included), so that a step on
+    several replicas normalises as one device would; returns how many."""
+    layers = [layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.synchronized = True
+    return len(layers)
 
 
 def is_chief():

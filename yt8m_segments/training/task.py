@@ -111,6 +111,7 @@ class TrainConfig:
     # Distribution, checkpoints, logs.
     strategy: str = "default"
     num_cpu_devices: int = 0
+    sync_batch_norm: bool = True
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 5
     log_every_steps: int = 50
@@ -395,6 +396,8 @@ def _train(config):
                    "context_frames": config.context_frames,
                    "frame_features": config.frame_features})
 
+    if config.sync_batch_norm and strategy.num_replicas_in_sync > 1:
+        distribution.synchronize_batch_norm(model)
     forward, loss_fn = _forward_and_loss(config, model, model_config_, teacher)
     logging.info("%s: %s with %d parameters, %d classes, %d replica(s)",
                  config.stage, model.name, model.count_params(),
