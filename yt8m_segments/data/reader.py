@@ -210,7 +210,8 @@ def record_dataset(files, shuffle=False, seed=None, compression="auto",
     Auto-sharding across workers is by FILE: each worker reads whole files.
     With `skip_corrupt_records`, every file is scanned first; clean files are
     read at full speed, files with corrupt records through their good records
-    only, and the number skipped is logged.
+    only (then sharded by DATA: every worker reads everything and keeps its
+    share), and the number skipped is logged.
     """
     compressions = [compression_of(f, compression) for f in files]
     if skip_corrupt_records:
@@ -224,13 +225,21 @@ def record_dataset(files, shuffle=False, seed=None, compression="auto",
             (damaged if problems else clean).append((path, file_compression))
         logging.warning("skipped %d corrupt record(s) or file tail(s) in %d of "
                         "%d file(s)", skipped, len(damaged), len(files))
-        dataset = _good_records_dataset(damaged)
+        parts = []
         if clean:
-            dataset = _interleaved(*map(list, zip(*clean)), shuffle, seed,
-                                   cycle_length).concatenate(dataset)
+            parts.append(_interleaved(*map(list, zip(*clean)), shuffle, seed,
+                                      cycle_length))
+        if damaged or not parts:
+            parts.append(_good_records_dataset(damaged))
+        dataset = parts[0] if len(parts) == 1 else parts[0].concatenate(parts[1])
     else:
+        damaged = []
         dataset = _interleaved(files, compressions, shuffle, seed, cycle_length)
+    # The damaged files' good records come from Python, which tf.data cannot
+    # shard by file ("unshardable source dataset"): then every worker reads
+    # every file and keeps its share of the records.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.FILE)
+        tf.data.experimental.AutoShardPolicy.DATA if damaged
+        else tf.data.experimental.AutoShardPolicy.FILE)
     return dataset.with_options(options)
