@@ -31,12 +31,12 @@ class Predictor:
             probabilities = model({"frames": frames, "mask": mask}, training=False)
             if column_index is not None:
                 probabilities = tf.gather(probabilities, column_index, axis=1)
-            return tf.cast(probabilities, tf.float16)
+            return probabilities
 
         self._forward = forward
 
     def _forward_batch(self, batch):
-        """(probabilities [N, C] float16, ids [N]) of one batch."""
+        """(probabilities [N, C], ids [N]) of one batch."""
         inputs = parsing.model_inputs(batch)
         if self.mean_frame:
             inputs = parsing.mean_frame(inputs)
@@ -54,7 +54,10 @@ class Predictor:
                 if "segment_mask" in batch and key not in ("frames", "mask"):
                     values = tf.boolean_mask(values, batch["segment_mask"])
                 extras[key] = values.numpy()
-            yield batch_ids.numpy(), probabilities.numpy(), extras
+            # fp16 on the host: a float16 cast in the graph makes oneDNN log
+            # "supports DT_HALF only on platforms with AVX-512" on most CPUs.
+            yield (batch_ids.numpy(), probabilities.numpy().astype(np.float16),
+                   extras)
 
     def predict(self, dataset, files, extra_keys=(), on_batch=None,
                 allow_empty=False):
@@ -106,7 +109,7 @@ class WindowedPredictor(Predictor):
                                             window_mask, segment_mask)
             if column_index is not None:
                 probabilities = tf.gather(probabilities, column_index, axis=1)
-            return tf.cast(probabilities, tf.float16)
+            return probabilities
 
         self._windowed_forward = forward
 
