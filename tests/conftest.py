@@ -14,8 +14,9 @@ from yt8m_segments.data import records  # noqa: E402
 # hands out whole files in collection order) none of them starts last and
 # leaves one core idle at the end.
 SLOW_FILES = ("test_wheel.py", "test_training.py", "test_learning.py",
-              "test_end_to_end.py", "test_cli.py", "test_beam_inference.py",
-              "test_video_level.py", "test_inference.py")
+              "test_end_to_end.py", "test_cli.py", "test_fuzz_inputs.py",
+              "test_beam_inference.py", "test_video_level.py",
+              "test_inference.py")
 
 
 def pytest_collection_modifyitems(items):

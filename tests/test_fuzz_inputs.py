@@ -1,0 +1,134 @@
+"""The input fuzzer (bench/fuzz_inputs.py) on a CI-sized slice: its
+classifier on hand-made runs, then every CI kind run in-process.
+
+The bugs the slice finds in the package today are listed in KNOWN_BUGS;
+each has a strict xfail test, so a fix turns it into an XPASS that asks
+for its entry to go, and any other failure fails test_no_unknown_failures.
+"""
+
+import importlib.util
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SPEC = importlib.util.spec_from_file_location(
+    "fuzz_inputs", os.path.join(ROOT, "bench", "fuzz_inputs.py"))
+fuzz_inputs = importlib.util.module_from_spec(_SPEC)
+sys.modules["fuzz_inputs"] = fuzz_inputs
+_SPEC.loader.exec_module(fuzz_inputs)
+
+Expect, Result = fuzz_inputs.Expect, fuzz_inputs.Result
+# Every CI kind once, the first four twice: ~50 runs, ~35 s on 2 cores.
+NUM_CASES = 24
+SEED = 0
+PATH = "/data/case.tfrecord"
+WINDOWS = frozenset({"a:0", "a:5"})
+
+# name -> (what goes wrong, whether a failed run is that bug)
+KNOWN_BUGS = {
+    "empty_input_names_no_file": (
+        "an input with no video (an empty file, or every record skipped) "
+        "fails with 'error: the input holds no segment to predict' "
+        "(inference) or 'no rated segment to validate on' (eval), naming no "
+        "file",
+        lambda o: ("holds no segment to predict" in o.message
+                   or "no rated segment" in o.message)),
+    "gzip_damage_escapes": (
+        "a truncated or flipped GZIP file: reader.walk_records reads it "
+        "through gzip.GzipFile, whose EOFError escapes cli (a traceback) and "
+        "whose BadGzipFile ('CRC check failed') names no file",
+        lambda o: o.case.kind in fuzz_inputs.GZIP),
+    "parse_error_names_no_file": (
+        "a context feature of the wrong type (labels as floats) fails in "
+        "tf.io.parse_sequence_example; reader.iterate passes TensorFlow's "
+        "raw InvalidArgumentError on, naming neither file nor record",
+        lambda o: o.case.kind == "labels_float"),
+    "segment_label_outside_vocabulary": (
+        "a segment label outside the vocabulary (negative or >= 3862) reaches "
+        "tf.gather in views.rated_segment_dataset unchecked: TensorFlow's "
+        "'indices[i] = ... is not in [0, 3862)', naming neither file nor record",
+        lambda o: o.case.kind in ("label_negative", "label_huge")
+        and "not in [0," in o.message),
+    "unchecked_segment_fields": (
+        "eval scores a segment start off the 5-frame grid and a segment score "
+        "outside {0, 1} silently (parsing.parse_frame_batch checks neither; "
+        "docs/format.md defines both)",
+        lambda o: o.case.kind in ("segment_off_grid", "segment_score")
+        and o.command == "eval"),
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp("fuzz")
+    world = fuzz_inputs.build_world(str(work_dir))
+    return fuzz_inputs.fuzz(world, NUM_CASES, SEED, str(work_dir / "cases"),
+                            kinds=fuzz_inputs.CI_KINDS)
+
+
+def classify(result, expect, skip=False):
+    return fuzz_inputs.classify(result, expect, PATH, 1, 60.0, skip)[0]
+
+
+def test_a_clean_error_names_file_and_record():
+    stderr = ("INFO:absl:files 1/1\n"
+              f"error: corrupt record in {PATH}, record 3: data checksum mismatch\n")
+    assert classify(Result(1, stderr=stderr), Expect("error", 3)) == "clean_error"
+    assert classify(Result(1, stderr=stderr), Expect("error", 2)) == "failure"
+    assert classify(Result(1, stderr=stderr.replace(PATH, "x")),
+                    Expect("error", 3)) == "failure"
+    assert classify(Result(1, stderr=stderr), Expect("accept")) == "failure"
+
+
+def test_tracebacks_crashes_and_silence_are_failures():
+    traceback = ("Traceback (most recent call last):\n  File \"reader.py\"\n"
+                 "EOFError: Compressed file ended\n")
+    assert classify(Result(1, stderr=traceback), Expect("error")) == "failure"
+    assert classify(Result(None, escaped=traceback), Expect("either")) == "failure"
+    usage = Result(2, stderr=f"error: bad {PATH}\n")
+    assert classify(usage, Expect("error")) == "failure"
+    assert classify(Result(0, output=[set(WINDOWS)]),
+                    Expect("error", 0, WINDOWS)) == "failure"
+    slow = Result(1, stderr=f"error: {PATH} record 0\n", seconds=61.0)
+    assert classify(slow, Expect("error", 0)) == "failure"
+
+
+def test_accepted_and_skipped_runs_need_the_right_windows():
+    assert classify(Result(0, output=[set(WINDOWS)]),
+                    Expect("accept", None, WINDOWS)) == "accepted"
+    assert classify(Result(0, output=[{"a:0"}]),
+                    Expect("accept", None, WINDOWS)) == "failure"
+    assert classify(Result(0, output=[{"a:0", "b:0"}]), Expect(
+        "either", None, WINDOWS, exact=False)) == "failure"
+    skipped = Result(0, stderr="WARNING:absl:skipped 1 corrupt record(s) or "
+                     "file tail(s) in 1 of 1 file(s)\n", output=[{"a:0"}])
+    assert classify(skipped, Expect("error", 0, frozenset({"a:0"})),
+                    skip=True) == "skipped"
+    assert classify(Result(0, output=0.5), Expect("accept")) == "accepted"
+    assert classify(Result(0, stdout="no MAP"), Expect("accept")) == "failure"
+
+
+def test_the_slice_runs_every_kind(outcomes):
+    print(fuzz_inputs.report(outcomes, show_paths=False))
+    assert {o.case.kind for o in outcomes} == set(fuzz_inputs.CI_KINDS)
+    assert {o.outcome for o in outcomes} <= set(fuzz_inputs.OUTCOMES)
+    assert {o.outcome for o in outcomes} >= {"clean_error", "skipped", "accepted"}
+
+
+def test_no_unknown_failures(outcomes):
+    unknown = [f"{o.case.kind} [{o.command}] {o.case.note}: {o.message}"
+               for o in outcomes if o.outcome == "failure"
+               and not any(is_bug(o) for _, is_bug in KNOWN_BUGS.values())]
+    assert not unknown, "\n".join(unknown)
+
+
+@pytest.mark.parametrize("bug", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason))
+    for name, (reason, _) in KNOWN_BUGS.items()])
+def test_known_bug_is_fixed(outcomes, bug):
+    is_bug = KNOWN_BUGS[bug][1]
+    found = [f"{o.case.kind} [{o.command}] {o.case.note}: {o.message}"
+             for o in outcomes if o.outcome == "failure" and is_bug(o)]
+    assert not found, "\n".join(found)
