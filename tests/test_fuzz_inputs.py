@@ -28,18 +28,6 @@ WINDOWS = frozenset({"a:0", "a:5"})
 
 # name -> (what goes wrong, whether a failed run is that bug)
 KNOWN_BUGS = {
-    "empty_input_names_no_file": (
-        "an input with no video (an empty file, or every record skipped) "
-        "fails with 'error: the input holds no segment to predict' "
-        "(inference) or 'no rated segment to validate on' (eval), naming no "
-        "file",
-        lambda o: ("holds no segment to predict" in o.message
-                   or "no rated segment" in o.message)),
-    "gzip_damage_escapes": (
-        "a truncated or flipped GZIP file: reader.walk_records reads it "
-        "through gzip.GzipFile, whose EOFError escapes cli (a traceback) and "
-        "whose BadGzipFile ('CRC check failed') names no file",
-        lambda o: o.case.kind in fuzz_inputs.GZIP),
     "parse_error_names_no_file": (
         "a context feature of the wrong type (labels as floats) fails in "
         "tf.io.parse_sequence_example; reader.iterate passes TensorFlow's "

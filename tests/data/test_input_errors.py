@@ -112,3 +112,26 @@ def test_scan_file_reports_each_problem(write_videos):
     corrupt(path, 0.5)
     good, problems = reader.scan_file(path)
     assert good == 4 and problems == [(2, "data checksum mismatch")]
+
+
+def test_framing_the_scan_cannot_read_is_a_problem_not_a_crash(write_videos, tmp_path):
+    """A length no record reaches (its checksum right: 2^64 - 1 used to
+    escape as a TypeError, 2^34 to crash the process) and a damaged GZIP
+    stream (EOFError, BadGzipFile escaped) are problems at their record."""
+    import gzip
+    import struct
+    path = write_videos([good_video(f"v{i}", 5) for i in range(2)])
+    raw = open(path, "rb").read()
+    (length,) = struct.unpack("<Q", raw[:8])
+    second = 12 + length + 4
+    huge = struct.pack("<Q", 2**64 - 1)
+    damaged = raw[:second] + huge + struct.pack("<I", reader._masked_crc(huge))
+    with open(tmp_path / "huge.tfrecord", "wb") as handle:
+        handle.write(damaged + raw[second + 12:])
+    _, problems = reader.scan_file(str(tmp_path / "huge.tfrecord"))
+    assert problems == [(1, f"record length {2**64 - 1} is past any record's; "
+                            "the rest of the file cannot be framed")]
+    with open(tmp_path / "cut.tfrecord.gz", "wb") as handle:
+        handle.write(gzip.compress(raw)[:-20])
+    good, problems = reader.scan_file(str(tmp_path / "cut.tfrecord.gz"), "GZIP")
+    assert len(problems) == 1 and problems[0][1].startswith("damaged GZIP stream")

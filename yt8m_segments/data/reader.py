@@ -11,6 +11,7 @@ are scanned first and only their good records are read.
 import gzip
 import re
 import struct
+import zlib
 
 import tensorflow as tf
 from absl import logging
@@ -78,6 +79,13 @@ def _masked_crc(data):
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
+# A record's length that no record of this format reaches (a 300-frame
+# SequenceExample is ~350 KB): reading it would ask for up to 2^64 bytes.
+MAX_RECORD_BYTES = 1 << 31
+# What a damaged GZIP stream raises while it is read.
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
 def _open(path, compression):
     handle = tf.io.gfile.GFile(path, "rb")
     return gzip.GzipFile(fileobj=handle) if compression == "GZIP" else handle
@@ -94,7 +102,11 @@ def walk_records(path, compression="auto"):
     with _open(path, compression) as handle:
         index = 0
         while True:
-            header = handle.read(12)
+            try:
+                header = handle.read(12)
+            except _GZIP_ERRORS as error:
+                yield index, None, f"damaged GZIP stream ({error})"
+                return
             if not header:
                 return
             if len(header) < 12:
@@ -105,8 +117,17 @@ def walk_records(path, compression="auto"):
                                     "the file cannot be framed")
                 return
             (length,) = struct.unpack("<Q", header[:8])
-            data = handle.read(length)
-            footer = handle.read(4)
+            if length > MAX_RECORD_BYTES:
+                yield index, None, (f"record length {length} is past any "
+                                    "record's; the rest of the file cannot "
+                                    "be framed")
+                return
+            try:
+                data = handle.read(length)
+                footer = handle.read(4)
+            except _GZIP_ERRORS as error:
+                yield index, None, f"damaged GZIP stream ({error})"
+                return
             if len(data) < length or len(footer) < 4:
                 yield index, None, "truncated file (partial record)"
                 return
@@ -115,6 +136,14 @@ def walk_records(path, compression="auto"):
             else:
                 yield index, data, None
             index += 1
+
+
+def describe_files(files, most=3):
+    """The input files for a message: `a, b, c and 4 more`."""
+    files = [str(f) for f in files]
+    if len(files) <= most:
+        return ", ".join(files) or "no file"
+    return f"{', '.join(files[:most])} and {len(files) - most} more"
 
 
 def scan_file(path, compression="auto"):

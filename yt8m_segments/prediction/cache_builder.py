@@ -14,6 +14,7 @@ from absl import logging
 
 from yt8m_segments import locking
 from yt8m_segments.atomic import atomic_path
+from yt8m_segments.data import reader
 from yt8m_segments.data import records
 from yt8m_segments.data import views
 from yt8m_segments.postprocess import cache
@@ -248,7 +249,8 @@ def assemble_cache(cache_dir, files, part_meta_dict, extra_meta):
             if part_meta_dict["video_fingerprint"]:
                 num_videos += len(data["video_ids"])
     if not num_segments:
-        raise ValueError("the input holds no segment to predict")
+        raise ValueError("the input holds no segment to predict: "
+                         f"{reader.describe_files(files)}")
     has_videos = bool(part_meta_dict["video_fingerprint"])
     with cache.CacheWriter(cache_dir, num_segments, part_meta_dict["class_ids"],
                            num_videos if has_videos else None,

@@ -77,7 +77,8 @@ class Predictor:
                 on_batch(len(ids[-1]))
         if not ids:
             if not allow_empty:
-                raise ValueError("the input holds no segment to predict")
+                raise ValueError("the input holds no segment to predict: "
+                                 f"{reader.describe_files(files)}")
             return (np.array([], dtype=str),
                     np.zeros((0, self.num_columns), np.float16),
                     {key: np.array([]) for key in extra_keys})

@@ -48,7 +48,8 @@ def rated_segment_map(model, dataset, files, class_ids, columns, k,
         labels.append(batch["labels"].numpy())
         rated.append(batch["rated"].numpy())
     if not ids:
-        raise ValueError("no rated segment to validate on")
+        raise ValueError("no rated segment to validate on in "
+                         f"{reader.describe_files(files)}")
     segment_ids = np.concatenate(ids).astype(str)
     ground_truth = ground_truth_from_ratings(
         segment_ids, np.concatenate(labels), np.concatenate(rated), class_ids)
