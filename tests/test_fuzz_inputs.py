@@ -39,12 +39,6 @@ KNOWN_BUGS = {
         "'indices[i] = ... is not in [0, 3862)', naming neither file nor record",
         lambda o: o.case.kind in ("label_negative", "label_huge")
         and "not in [0," in o.message),
-    "unchecked_segment_fields": (
-        "eval scores a segment start off the 5-frame grid and a segment score "
-        "outside {0, 1} silently (parsing.parse_frame_batch checks neither; "
-        "docs/format.md defines both)",
-        lambda o: o.case.kind in ("segment_off_grid", "segment_score")
-        and o.command == "eval"),
 }
 
 

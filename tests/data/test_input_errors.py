@@ -85,15 +85,22 @@ def test_bad_frames_name_file_record_and_video(write_videos, video, message):
         read_all(dataset, [path])
 
 
-def test_segment_past_the_end_names_the_record(write_videos):
-    path = write_videos([good_video("vid0", 10, segment_start_times=[0, 10],
+@pytest.mark.parametrize("starts,scores,message", [
+    ([0, 10], [1.0, 0.0], "segment start at or past the end"),
+    ([0, 2], [1.0, 0.0], "segment start not a multiple of 5 frames"),
+    ([0, 5], [1.0, 0.5], "segment score not 0 or 1"),
+    ([0, 5], [float("nan"), 0.0], "segment score not 0 or 1"),
+])
+def test_bad_segment_fields_name_the_record(write_videos, starts, scores, message):
+    """Off the 5-frame grid or scored other than 0/1, a rating would change
+    MAP silently (found by bench/fuzz_inputs.py)."""
+    path = write_videos([good_video("vid0", 10, segment_start_times=starts,
                                     segment_labels=[1, 1],
-                                    segment_scores=[1.0, 0.0])])
+                                    segment_scores=scores)])
     dataset = views.rated_segment_dataset(path, SPEC, [1], 8,
                                           vocabulary_size=5)
     with pytest.raises(reader.InputError,
-                       match=r"segment start at or past the end.*record: 0 "
-                             r"video id: vid0"):
+                       match=rf"{message}.*record: 0 video id: vid0"):
         read_all(dataset, [path])
 
 

@@ -67,7 +67,8 @@ def parse_frame_batch(files, indices, serialized, feature_spec,
     Fails, naming file and record, on: a missing feature list or zero frames,
     a frame of the wrong byte length, feature lists of different lengths, a
     missing id, a label id outside [0, num_classes), segment fields of
-    different lengths or a segment start outside the video.
+    different lengths, a segment start outside the video or off the 5-frame
+    grid, a segment score other than 0 or 1.
     """
     context_features = {
         "id": tf.io.FixedLenFeature([], tf.string, default_value=""),
@@ -242,6 +243,20 @@ def _segment_problems(context, num_frames):
         (starts.flat_values < 0) | (starts.flat_values >= length),
         starts.row_splits)
     inside = tf.logical_not(outside)
+    # A start off the 5-frame grid names a window no submission can name, and
+    # a score other than 0 or 1 would be read as a positive or as unrated:
+    # either would change MAP silently.
+    on_grid = tf.logical_not(any_per_record(
+        tf.not_equal(starts.flat_values % records.FRAMES_PER_SEGMENT, 0),
+        starts.row_splits))
+    scores = context["segment_scores"]
+    binary = tf.logical_not(any_per_record(
+        tf.logical_not(tf.equal(scores.flat_values, 0.0)
+                       | tf.equal(scores.flat_values, 1.0)),
+        scores.row_splits))
     return [(same_length, "segment_start_times, segment_labels and "
              "segment_scores have different lengths"),
-            (inside, "segment start at or past the end of the video")]
+            (inside, "segment start at or past the end of the video"),
+            (on_grid, "segment start not a multiple of "
+             f"{records.FRAMES_PER_SEGMENT} frames"),
+            (binary, "segment score not 0 or 1")]
