@@ -22,7 +22,7 @@ def two_files(write_videos):
     """8 distinct rated segments in 2 files, some at the videos' edges."""
     first = write_videos([
         dict(video_id="vid0", labels=[1], features=frames_with_values(23),
-             segment_start_times=[0, 5, 18], segment_labels=[1, 2, 4],
+             segment_start_times=[0, 5, 20], segment_labels=[1, 2, 4],
              segment_scores=[1.0, 0.0, 1.0]),
         dict(video_id="vid1", labels=[2], features=frames_with_values(7, 50),
              segment_start_times=[0], segment_labels=[2],
