@@ -68,11 +68,8 @@ eval runs on the validate-derived cases, inference with
 
 import argparse
 import collections
-import contextlib
 import dataclasses
 import gzip
-import io
-import logging
 import os
 import re
 import resource
@@ -89,7 +86,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import google_crc32c  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
 
 from yt8m_segments import cli  # noqa: E402
 from yt8m_segments.data import parsing  # noqa: E402
@@ -223,7 +219,7 @@ def build_world(work_dir, seed=0):
                        num_active_classes=6, num_segment_classes=3,
                        min_frames=10, max_frames=25, num_files_per_split=1)
     pretrain, finetune = (os.path.join(work_dir, n) for n in ("pretrain", "finetune"))
-    with captured():
+    with cli.captured_output():
         cli.run_in_process("yt8m_segments.train", train_args(
             "pretrain", f"{data}/train-*.tfrecord", pretrain))
         cli.run_in_process("yt8m_segments.train", train_args(
@@ -250,20 +246,6 @@ def build_world(work_dir, seed=0):
     everything = set(sum(windows["test"], []))
     assert all(row == everything for row in baseline.output), baseline.output
     return world
-
-
-@contextlib.contextmanager
-def captured():
-    """stdout, stderr and absl's log lines of the block, into two StringIO."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    handler = logging.StreamHandler(stderr)
-    absl_logger = absl_logging.get_absl_logger()
-    absl_logger.addHandler(handler)
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            yield stdout, stderr
-    finally:
-        absl_logger.removeHandler(handler)
 
 
 def command_args(world, command, path, output_file):
@@ -296,7 +278,7 @@ def run_command(world, command, path, output_file, in_process=True,
 
 def _in_process(module, args):
     code, escaped = 0, ""
-    with captured() as (stdout, stderr):
+    with cli.captured_output() as (stdout, stderr):
         try:
             cli.run_in_process(module, args)
         except SystemExit as done:  # sys.exit(None) is 0, sys.exit("text") 1

@@ -8,14 +8,11 @@ tested through real processes in test_cli.py.
 
 import contextlib
 import dataclasses
-import io
-import logging
 import os
 import subprocess
 import sys
 
 import pytest
-from absl import logging as absl_logging
 
 from yt8m_segments import cli
 
@@ -34,19 +31,12 @@ def run_command(name, *args, expect_ok=True):
     """Result of command `name` with `args` run in this process
     (cli.run_in_process), its output captured; asserts it succeeded (or,
     with expect_ok=False, that it failed)."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    handler = logging.StreamHandler(stderr)
-    absl_logger = absl_logging.get_absl_logger()
-    absl_logger.addHandler(handler)
     returncode = 0
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                cli.run_in_process(f"yt8m_segments.{name}", args)
-            except SystemExit as done:
-                returncode = done.code if isinstance(done.code, int) else 1
-    finally:
-        absl_logger.removeHandler(handler)
+    with cli.captured_output() as (stdout, stderr):
+        try:
+            cli.run_in_process(f"yt8m_segments.{name}", args)
+        except SystemExit as done:
+            returncode = done.code if isinstance(done.code, int) else 1
     return _checked(Result(returncode, stdout.getvalue(), stderr.getvalue()),
                     expect_ok)
 

@@ -24,7 +24,10 @@ command reads, and errors as one line.
   exits 0.
 """
 
+import contextlib
 import importlib
+import io
+import logging
 import os
 import sys
 
@@ -178,6 +181,29 @@ def flags_parser(unknown_flag_hint=""):
     return parse
 
 
+def _expanded(program, args):
+    """[program, *args] with recipes expanded; an unknown recipe exits 2."""
+    try:
+        return expand_recipes([program, *args])
+    except app.UsageError as error:
+        _fail(error, 2, _help_hint())
+
+
+@contextlib.contextmanager
+def captured_output():
+    """Yields (stdout, stderr) StringIOs holding what the block prints and
+    logs (absl's lines go to stderr): a command run in process, read back."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(stderr)
+    absl_logger = absl_logging.get_absl_logger()
+    absl_logger.addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            yield stdout, stderr
+    finally:
+        absl_logger.removeHandler(handler)
+
+
 def run_in_process(module_name, args):
     """Run the command `module_name` (say yt8m_segments.train) on `args` in
     this process, as `python -m module_name args` would, without a new
@@ -188,11 +214,7 @@ def run_in_process(module_name, args):
     import keras  # pylint: disable=import-outside-toplevel
     module = importlib.import_module(module_name)
     try:
-        try:
-            argv = expand_recipes([module_name, *args])
-        except app.UsageError as error:
-            _fail(error, 2, _help_hint())
-        argv = flags_parser()(argv)
+        argv = flags_parser()(_expanded(module_name, args))
         if not flags.FLAGS["verbosity"].present:  # progress, as in a process
             absl_logging.set_verbosity(absl_logging.INFO)
         return guarded(module.main)(argv)
@@ -247,10 +269,7 @@ def run(main, unknown_flag_hint=""):
     if any(arg in GROUPED_HELP_FLAGS for arg in sys.argv[1:]):
         print(help_text(main.__module__))
         sys.exit(0)
-    try:
-        argv = expand_recipes(sys.argv)
-    except app.UsageError as error:
-        _fail(error, 2)
+    argv = _expanded(sys.argv[0], sys.argv[1:])
     try:
         app.run(guarded(main), argv=argv,
                 flags_parser=flags_parser(unknown_flag_hint))
