@@ -35,7 +35,8 @@ be read, or `--segment_max_pred` of them where there are more; the files hold
   frame (a bad data checksum loses that record, a bad header or a truncation
   everything from there on, since the rest cannot be framed).
 - huge_length (bench only: out of process, under an 8 GiB address-space
-  limit, since the reader may crash the process): a length of 2^34..2^62
+  limit, since TensorFlow's reader allocates a record's stated length and
+  crashed on these before reader.past_the_end): a length of 2^34..2^62
   with its checksum recomputed; as the framing kinds.
 - gzip_truncate, gzip_flip (GZIP-compressed files, read with the default
   --compression=auto): an error naming the file; a flip the format does not

@@ -1,5 +1,8 @@
 """Bad input gets a clear error naming the file and record, and loses nothing."""
 
+import gzip
+import struct
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -113,6 +116,58 @@ def test_rated_label_not_a_segment_class(write_videos):
         read_all(dataset, [path])
 
 
+@pytest.mark.parametrize("label", [-1, 5])
+def test_segment_label_outside_vocabulary_names_the_record(write_videos, label):
+    """Found by bench/fuzz_inputs.py: it reached tf.gather unchecked."""
+    path = write_videos([good_video("fine", 10, segment_start_times=[0],
+                                    segment_labels=[1], segment_scores=[1.0]),
+                         good_video("vid1", 10, segment_start_times=[0, 5],
+                                    segment_labels=[1, label],
+                                    segment_scores=[1.0, 0.0])])
+    dataset = views.rated_segment_dataset(path, SPEC, [1], 8,
+                                          vocabulary_size=5)
+    with pytest.raises(reader.InputError,
+                       match=r"segment label id outside the 5-class vocabulary"
+                             r".*record: 1 video id: vid1"):
+        read_all(dataset, [path])
+
+
+def float_labels(path, record):
+    """Rewrites `path` with the labels of record `record` as floats."""
+    examples = [tf.train.SequenceExample.FromString(r.numpy())
+                for r in tf.data.TFRecordDataset(path)]
+    labels = examples[record].context.feature["labels"]
+    values = list(labels.int64_list.value)
+    labels.float_list.value.extend(values)
+    records.write_records(path, examples)
+
+
+@pytest.mark.parametrize("make_dataset", [
+    lambda path: views.test_segment_dataset(path, SPEC, 8),
+    lambda path: views.video_dataset(path, SPEC, 5, 300, 8),
+], ids=["segments", "videos"])
+def test_feature_of_another_type_names_the_record(write_videos, make_dataset):
+    """Found by bench/fuzz_inputs.py: TF's parser names neither file nor
+    record, so the reader finds the record (float labels here)."""
+    path = write_videos([good_video(f"v{i}") for i in range(3)])
+    float_labels(path, 2)
+    with pytest.raises(reader.InputError,
+                       match=rf"feature 'labels' holds float values, not int64 "
+                             rf"file: {path} record: 2 video id: v2"):
+        read_all(make_dataset(path), [path])
+
+
+def test_undecodable_record_is_named(write_videos):
+    path = write_videos([good_video("v0")])
+    good = next(iter(tf.data.TFRecordDataset(path))).numpy()
+    with tf.io.TFRecordWriter(path) as writer:  # valid framing, no protobuf
+        writer.write(good)
+        writer.write(b"\xff\xff\xff")
+    with pytest.raises(reader.InputError,
+                       match=rf"not a valid .*protobuf file: {path} record: 1"):
+        read_all(views.test_segment_dataset(path, SPEC, 8), [path])
+
+
 def test_scan_file_reports_each_problem(write_videos):
     path = write_videos([good_video(f"v{i}") for i in range(5)])
     assert reader.scan_file(path) == (5, [])
@@ -125,16 +180,12 @@ def test_framing_the_scan_cannot_read_is_a_problem_not_a_crash(write_videos, tmp
     """A length no record reaches (its checksum right: 2^64 - 1 used to
     escape as a TypeError, 2^34 to crash the process) and a damaged GZIP
     stream (EOFError, BadGzipFile escaped) are problems at their record."""
-    import gzip
-    import struct
     path = write_videos([good_video(f"v{i}", 5) for i in range(2)])
     raw = open(path, "rb").read()
     (length,) = struct.unpack("<Q", raw[:8])
     second = 12 + length + 4
-    huge = struct.pack("<Q", 2**64 - 1)
-    damaged = raw[:second] + huge + struct.pack("<I", reader._masked_crc(huge))
     with open(tmp_path / "huge.tfrecord", "wb") as handle:
-        handle.write(damaged + raw[second + 12:])
+        handle.write(with_length(raw, second, 2**64 - 1))
     _, problems = reader.scan_file(str(tmp_path / "huge.tfrecord"))
     assert problems == [(1, f"record length {2**64 - 1} is past any record's; "
                             "the rest of the file cannot be framed")]
@@ -142,3 +193,27 @@ def test_framing_the_scan_cannot_read_is_a_problem_not_a_crash(write_videos, tmp
         handle.write(gzip.compress(raw)[:-20])
     good, problems = reader.scan_file(str(tmp_path / "cut.tfrecord.gz"), "GZIP")
     assert len(problems) == 1 and problems[0][1].startswith("damaged GZIP stream")
+
+
+def with_length(raw, record_offset, length):
+    header = struct.pack("<Q", length)
+    return (raw[:record_offset] + header
+            + struct.pack("<I", reader._masked_crc(header))
+            + raw[record_offset + 12:])
+
+
+@pytest.mark.parametrize("length", [2**40, 2**62])
+def test_length_past_the_end_is_refused_before_tensorflow_reads_it(
+        write_videos, length):
+    """TF's reader allocates a record's stated length first: 2^40 with a
+    valid checksum crashed the process with SIGSEGV (found by the fuzz bench)."""
+    path = write_videos([good_video(f"v{i}", 5) for i in range(3)])
+    raw = open(path, "rb").read()
+    second = 12 + struct.unpack("<Q", raw[:8])[0] + 4
+    open(path, "wb").write(with_length(raw, second, length))
+    assert reader.past_the_end(path, "").startswith(
+        f"corrupt record in {path}, record 1: record length {length} runs past")
+    with pytest.raises(reader.CorruptRecordError,
+                       match=rf"{path}, record 1: .*skip_corrupt_records"):
+        read_all(views.test_segment_dataset(path, SPEC, 8), [path])
+    assert reader.past_the_end(write_videos([good_video("ok")], "ok"), "") == ""

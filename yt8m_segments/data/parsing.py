@@ -43,12 +43,12 @@ def any_per_record(flags, row_splits):
     return tf.gather(counts, row_splits[1:]) > tf.gather(counts, row_splits[:-1])
 
 
-def _label_problem(labels, num_classes):
+def _label_problem(labels, num_classes, what="label"):
     outside = any_per_record(
         (labels.flat_values < 0) | (labels.flat_values >= num_classes),
         labels.row_splits)
     return (tf.logical_not(outside),
-            f"label id outside the {num_classes}-class vocabulary")
+            f"{what} id outside the {num_classes}-class vocabulary")
 
 
 def parse_frame_batch(files, indices, serialized, feature_spec,
@@ -66,9 +66,9 @@ def parse_frame_batch(files, indices, serialized, feature_spec,
 
     Fails, naming file and record, on: a missing feature list or zero frames,
     a frame of the wrong byte length, feature lists of different lengths, a
-    missing id, a label id outside [0, num_classes), segment fields of
-    different lengths, a segment start outside the video or off the 5-frame
-    grid, a segment score other than 0 or 1.
+    missing id, a label or segment label id outside [0, num_classes),
+    segment fields of different lengths, a segment start outside the video
+    or off the 5-frame grid, a segment score other than 0 or 1.
     """
     context_features = {
         "id": tf.io.FixedLenFeature([], tf.string, default_value=""),
@@ -107,6 +107,9 @@ def parse_frame_batch(files, indices, serialized, feature_spec,
         problems.append(_label_problem(context["labels"], num_classes))
     if with_segments:
         problems.extend(_segment_problems(context, num_frames))
+        if num_classes is not None:
+            problems.append(_label_problem(context["segment_labels"],
+                                           num_classes, "segment label"))
     checks = [assert_records(problems, files, indices, ids)]
 
     with tf.control_dependencies(checks):

@@ -9,6 +9,7 @@ are scanned first and only their good records are read.
 """
 
 import gzip
+import os
 import re
 import struct
 import zlib
@@ -138,6 +139,36 @@ def walk_records(path, compression="auto"):
             index += 1
 
 
+def past_the_end(path, compression):
+    """A message naming the first record whose length runs past the end of an
+    uncompressed local file, or "".
+
+    TensorFlow's reader allocates a record's stated length before reading it:
+    a length of 2^40 with a valid checksum crashes the process (SIGSEGV).
+    Seeking header to header costs one small read per record; GZIP streams
+    cannot be sought and remote files would pay a request per record, so
+    both are left to TensorFlow.
+    """
+    if compression or "://" in path:
+        return ""
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        offset = index = 0
+        while offset + 12 <= size:
+            handle.seek(offset)
+            header = handle.read(12)
+            if _masked_crc(header[:8]) != struct.unpack("<I", header[8:])[0]:
+                return ""  # TensorFlow reports this one itself
+            (length,) = struct.unpack("<Q", header[:8])
+            offset += 16 + length
+            if offset > size:
+                return (f"corrupt record in {path}, record {index}: record "
+                        f"length {length} runs past the end of the file "
+                        "(pass --skip_corrupt_records to skip such records)")
+            index += 1
+    return ""
+
+
 def describe_files(files, most=3):
     """The input files for a message: `a, b, c and 4 more`."""
     files = [str(f) for f in files]
@@ -175,13 +206,66 @@ def describe_corruption(files, compression="auto"):
 
 
 _ASSERTION = re.compile(r"assertion failed: (.*?)(?:\n|$)")
+# TF's parse errors name the feature but not the record.
+_TYPE_MISMATCH = re.compile(r"(?:Key|Context feature|Feature list): (\w+)[.,]"
+                            r".*Data types don't match\. Expected type: (\w+)")
+_PROTO_KINDS = {"bytes_list": "string", "float_list": "float",
+                "int64_list": "int64"}
+
+
+def _record_problem(data, key=None, expected=None):
+    """Why one serialized record fails to parse, or None.
+
+    The record is read as a SequenceExample: a 2018 video-level Example has
+    the same wire form, its features reading as the context.
+    """
+    try:
+        example = tf.train.SequenceExample.FromString(data)
+    except Exception:  # protobuf's DecodeError has no stable import path
+        return "not a valid tf.train.SequenceExample or Example protobuf", ""
+    if key is None:
+        return None
+    video_id = b"".join(example.context.feature["id"].bytes_list.value
+                        if "id" in example.context.feature else [])
+    features = ([example.context.feature[key]]
+                if key in example.context.feature else [])
+    if key in example.feature_lists.feature_list:
+        features.extend(example.feature_lists.feature_list[key].feature)
+    for feature in features:
+        kind = _PROTO_KINDS.get(feature.WhichOneof("kind"))
+        if kind and kind != expected:
+            return (f"feature '{key}' holds {kind} values, not {expected}",
+                    video_id.decode("utf-8", "replace"))
+    return None
+
+
+def describe_parse_error(files, message, compression="auto"):
+    """A message naming the first record TF's parser refused, or None.
+
+    Walks the files in order with protobuf (slow, but only once a parse has
+    failed): for a type mismatch, the first record whose named feature has
+    another type; for a malformed protobuf, the first that does not decode.
+    """
+    mismatch = _TYPE_MISMATCH.search(message)
+    if not mismatch and "Invalid protocol message" not in message:
+        return None
+    key, expected = mismatch.groups() if mismatch else (None, None)
+    for path in files:
+        for index, data, _ in walk_records(path, compression):
+            found = data is not None and _record_problem(data, key, expected)
+            if found:
+                problem, video_id = found
+                return (f"{problem} file: {path} record: {index} "
+                        f"video id: {video_id}")
+    return None
 
 
 def iterate(dataset, files, compression="auto"):
     """Iterate `dataset`; input errors come out as clear `InputError`s.
 
     A DataLossError becomes a CorruptRecordError naming file and record; a
-    failed input check (parsing.check) loses TF's wrapping around its message.
+    failed input check (parsing.check) loses TF's wrapping around its message;
+    a record TF's parser refuses is found and named (`describe_parse_error`).
     """
     try:
         yield from dataset
@@ -192,10 +276,15 @@ def iterate(dataset, files, compression="auto"):
         ) from error
     except tf.errors.InvalidArgumentError as error:
         found = _ASSERTION.search(error.message)
-        if not found:
+        if found:
+            message = found.group(1).replace("] [", " ").strip("[]")
+            message = message.replace("\\'", "'")
+            raise (CorruptRecordError if message.startswith("corrupt record")
+                   else InputError)(message) from error
+        message = describe_parse_error(files, error.message, compression)
+        if message is None:
             raise
-        message = found.group(1).replace("] [", " ").strip("[]")
-        raise InputError(message.replace("\\'", "'")) from error
+        raise InputError(message) from error
 
 
 def _file_dataset(path, compression):
@@ -222,12 +311,22 @@ def _good_records_dataset(files_and_compressions):
                           tf.TensorSpec([], tf.string)))
 
 
+def _framing_checked(path, compression):
+    """`path`, once `past_the_end` has found nothing (checked as it is read)."""
+    problem = tf.py_function(
+        lambda p, c: past_the_end(p.numpy().decode(), c.numpy().decode()),
+        [path, compression], tf.string)
+    check = tf.debugging.Assert(tf.equal(problem, ""), [problem])
+    with tf.control_dependencies([check]):
+        return tf.identity(path), compression
+
+
 def _interleaved(files, compressions, shuffle, seed, cycle_length):
     dataset = tf.data.Dataset.from_tensor_slices((files, compressions))
     if shuffle:
         dataset = dataset.shuffle(len(files), seed=seed,
                                   reshuffle_each_iteration=True)
-    return dataset.interleave(
+    return dataset.map(_framing_checked).interleave(
         _file_dataset, cycle_length=max(1, min(len(files), cycle_length)),
         num_parallel_calls=tf.data.AUTOTUNE)
 
