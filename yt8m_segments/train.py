@@ -51,6 +51,11 @@ flags.DEFINE_integer("num_sample_frames", DEFAULTS.num_sample_frames,
 flags.DEFINE_bool("sample_random_frames", DEFAULTS.sample_random_frames,
                   "With --num_sample_frames: random frames with replacement; "
                   "otherwise one random contiguous run.")
+flags.DEFINE_bool("shuffle", DEFAULTS.shuffle,
+                  "Shuffle the training files and examples (seeded by --seed). "
+                  "--noshuffle reads them in file order, batch after batch: "
+                  "runs that must see the same batches, e.g. one device "
+                  "against several, can be compared weight for weight.")
 flags.DEFINE_float("learning_rate", None,
                    "Adam learning rate; default "
                    f"{task.DEFAULT_PRETRAIN_LEARNING_RATE:g} to pretrain, and "

@@ -97,6 +97,7 @@ class TrainConfig:
     max_steps: Optional[int] = None
     ema_momentum: Optional[float] = None
     seed: int = 0
+    shuffle: bool = True
     # Fine-tuning losses.
     negative_weight: float = 1.0
     segment_loss: str = "weighted"
@@ -346,32 +347,32 @@ def _train(config):
             teacher = mean_teacher.EmaTeacher(model, config.mean_teacher_decay)
 
     def make_labeled(seed):
+        order = {"shuffle": config.shuffle, "seed": seed}
         if config.video_cache_dir:
             return video_cache.dataset(
                 config.video_cache_dir, global_batch_size,
                 num_sample_frames=(config.num_sample_frames or None
                                    if config.frame_features else None),
                 sample_random_frames=config.sample_random_frames,
-                shuffle=True, seed=seed)
+                **order)
         if not config.frame_features:
             return views.video_level_dataset(
                 None, record_spec, config.num_classes, global_batch_size,
-                shuffle=True, seed=seed, files=files, **config.input_options())
+                files=files, **order, **config.input_options())
         if config.stage == "pretrain":
             return views.video_dataset(
                 None, feature_spec, config.num_classes, config.max_frames,
-                global_batch_size, shuffle=True, seed=seed,
+                global_batch_size, **order,
                 num_sample_frames=config.num_sample_frames or None,
                 sample_random_frames=config.sample_random_frames, files=files,
                 quantized=True, **config.input_options())
         if config.segment_cache_dir:
             return segment_cache.dataset(config.segment_cache_dir,
-                                         global_batch_size, shuffle=True,
-                                         seed=seed)
+                                         global_batch_size, **order)
         return views.rated_segment_dataset(
             None, feature_spec, class_ids, global_batch_size,
             negative_weight=config.negative_weight,
-            vocabulary_size=config.num_classes, shuffle=True, seed=seed,
+            vocabulary_size=config.num_classes, **order,
             context_frames=config.context_frames, files=files,
             quantized=True, **config.input_options())
 
