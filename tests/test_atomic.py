@@ -38,6 +38,31 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["m.keras", "out.csv"]
 
 
+
+def dead_pid():
+    """The pid of a process that has ended."""
+    done = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True,
+                          check=True)
+    return int(done.stdout)
+
+
+def test_a_killed_writers_temporary_goes_with_the_next_write(tmp_path):
+    """A SIGKILL strands `<name>.tmp-<pid>` (found by bench/kill_points.py:
+    a rerun wrote under its own pid and left the old one for good); the next
+    write of the same file removes it, but not a running writer's, nor
+    another file's."""
+    stale, live = dead_pid(), os.getppid()
+    for name in (f"ckpt-4.tmp-{stale}.weights.h5", f"ckpt-4.tmp-{live}.weights.h5",
+                 f"ckpt-40.tmp-{stale}.weights.h5", f"sub.csv.tmp-{stale}"):
+        open(tmp_path / name, "w").close()
+    with atomic.atomic_path(str(tmp_path / "ckpt-4.weights.h5")) as tmp:
+        open(tmp, "w").write("weights")
+    with atomic.atomic_open(str(tmp_path / "sub.csv")) as handle:
+        handle.write("Class,Segments\n")
+    assert sorted(os.listdir(tmp_path)) == sorted([
+        "ckpt-4.weights.h5", f"ckpt-4.tmp-{live}.weights.h5",
+        f"ckpt-40.tmp-{stale}.weights.h5", "sub.csv"])
+
 def test_a_full_disk_names_the_output_and_keeps_the_old_file(tmp_path):
     """CSV (atomic_open) and cache writes on a full disk: one line naming the
     file the user asked for; the earlier file intact, no temporary left."""

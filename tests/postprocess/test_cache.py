@@ -1,10 +1,12 @@
 """Probability caches: round trip, atomicity, merge, compatibility."""
 
 import os
+import subprocess
 
 import numpy as np
 import pytest
 
+from yt8m_segments import atomic
 from yt8m_segments.postprocess import cache
 
 
@@ -82,6 +84,20 @@ def test_an_unfinished_write_leaves_no_readable_cache(tmp_path):
     with pytest.raises(ValueError):
         cache.ProbabilityCache.open(str(tmp_path / "f"))
 
+
+
+def test_a_rewrite_removes_what_a_killed_writer_left(tmp_path):
+    """A writer SIGKILLed before commit strands `<name>.tmp-<pid>` files
+    (found by bench/kill_points.py); the next writer of the directory
+    removes them."""
+    pid = int(subprocess.run(["sh", "-c", "echo $$"], capture_output=True,
+                             text=True, check=True).stdout)
+    path = tmp_path / "c"
+    os.makedirs(path)
+    for name in (cache.SEGMENT_PROBS, cache.VIDEO_IDS, cache.META):
+        open(path / f"{name}.tmp-{pid}", "w").close()
+    _write(path)
+    assert not [n for n in os.listdir(path) if atomic.is_temporary(n)]
 
 def test_missing_cache_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="no probability cache"):

@@ -209,8 +209,9 @@ class CacheWriter:
             writer.commit(meta)
 
     Any earlier cache in `path` is first de-committed (its meta.json
-    removed); every file is written as `<name>.tmp-<pid>` and renamed into
-    place by `commit`, meta.json last. Leaving the block without commit (an
+    removed) and a killed writer's temporaries removed; every file is
+    written as `<name>.tmp-<pid>` and renamed into place by `commit`,
+    meta.json last. Leaving the block without commit (an
     exception, a kill) leaves no readable cache at `path`. Other entries of
     the directory (inference's `parts/`) are left alone. The directory is
     held (locking.hold) from the start to commit or abort, so a second
@@ -247,6 +248,9 @@ class CacheWriter:
         meta_path = os.path.join(self.path, META)
         if os.path.exists(meta_path):
             os.remove(meta_path)  # the old cache stops being readable first
+        for name in (SEGMENT_PROBS, SEGMENT_IDS, CLASS_IDS, VIDEO_PROBS, VIDEO_IDS,
+                     VIDEO_CLASS_IDS, META):
+            atomic.remove_stale_temporaries(os.path.join(self.path, name))
         self._segments = NpyRowWriter(self._tmp(SEGMENT_PROBS),
                                       (num_segments, len(self.class_ids)))
         self._segment_ids = open(self._tmp(SEGMENT_IDS), "w")
