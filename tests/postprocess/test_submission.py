@@ -70,6 +70,35 @@ def test_submission_round_trip(tmp_path):
     assert all(len(v) == 7 for v in expected.values())
 
 
+def _reference_csv(segment_ids, scores, class_ids, k):
+    """The submission CSV by plain Python formatting, classes ascending."""
+    top = reference_top_k(scores, k)
+    lines = ["Class,Segments\n"]
+    for c in np.argsort(class_ids, kind="stable"):
+        lines.append(f"{class_ids[c]}," + " ".join(segment_ids[r] for r in top[c]) + "\n")
+    return "".join(lines).encode()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_csv_bytes_equal_python_formatting(tmp_path, seed):
+    """Ties, K above the number of segments, no segments at all, ids of
+    varied lengths (non-ASCII, a NUL inside one, longer than 16 bytes)."""
+    rng = np.random.default_rng(seed)
+    num_segments = [0, 1, 7, 40, 150, 333][seed]
+    num_classes = int(rng.integers(1, 9))
+    videos = ["a", "Zz9", "vidé", "long_video_name_x", "n\0ul", "ü€"]
+    segment_ids = [f"{videos[rng.integers(len(videos))]}{i}:{5 * int(rng.integers(0, 60))}"
+                   for i in range(num_segments)]
+    scores = rng.integers(0, 4, size=(num_segments, num_classes)).astype(np.float16)
+    class_ids = rng.choice(4000, num_classes, replace=False)
+    for k in (1, 3, num_segments + 5):
+        path = str(tmp_path / f"s{k}.csv")
+        submission.write_submission(path, segment_ids, scores, class_ids, k,
+                                    block_size=3)
+        with open(path, "rb") as handle:
+            assert handle.read() == _reference_csv(segment_ids, scores, class_ids, k)
+
+
 def test_ground_truth_round_trip(tmp_path):
     ground_truth = {5: {"a:0": 1.0, "b:5": 0.0}, 2: {"a:0": 0.0}}
     path = str(tmp_path / "gt.csv")

@@ -191,6 +191,40 @@ def top_k_per_class(scores, k, block_size=DEFAULT_BLOCK_SIZE, refiner=None):
     return result
 
 
+class SegmentIdBytes:
+    """Each segment id's UTF-8 bytes after a space, in one [N, W] uint8 table
+    padded with 0xFF (never a UTF-8 byte): a class's CSV line is then one
+    gather of its rows and one compress, no Python string per segment.
+    W is a multiple of 16, which numpy gathers as 16-byte items (~5x faster
+    than odd widths)."""
+
+    PAD = 0xFF
+
+    def __init__(self, segment_ids):
+        ids = np.asarray(segment_ids)
+        if ids.dtype.kind != "U":
+            ids = ids.astype(str)
+        try:
+            encoded = ids.astype("S")  # ASCII, the usual case: a C cast
+        except UnicodeEncodeError:
+            encoded = np.char.encode(ids, "utf-8")
+        lengths = np.char.str_len(encoded) + 1
+        width = max(16, -(-(encoded.dtype.itemsize + 1) // 16) * 16)
+        table = np.full((len(ids), width), self.PAD, dtype=np.uint8)
+        table[:, 0] = ord(" ")
+        table[:, 1:encoded.dtype.itemsize + 1] = encoded.view(np.uint8).reshape(
+            len(ids), encoded.dtype.itemsize)
+        # Bytes past an id's length are padding (a NUL inside an id is kept).
+        table[np.arange(width) >= lengths[:, None]] = self.PAD
+        self.items = table.view(np.dtype((np.void, width))).ravel()
+
+    def line(self, prefix, rows):
+        """`<prefix><id> <id> ...\\n` of segment rows `rows`, as bytes."""
+        items = self.items[rows].view(np.uint8)
+        body = items[items != self.PAD]
+        return b"".join((prefix.encode(), body[1:].tobytes(), b"\n"))
+
+
 def write_submission(path, segment_ids, scores, class_ids, k,
                      block_size=DEFAULT_BLOCK_SIZE, refiner=None,
                      memory_budget=DEFAULT_MEMORY_BUDGET,
@@ -210,17 +244,14 @@ def write_submission(path, segment_ids, scores, class_ids, k,
     if len(np.unique(class_ids)) != len(class_ids):
         raise ValueError("class ids are not unique")
     order = np.argsort(class_ids, kind="stable")
-    # Object array of the ids: a class's line joins references, no new strings.
-    id_objects = np.empty(len(segment_ids), dtype=object)
-    id_objects[:] = segment_ids.tolist()
-    with atomic_open(path) as handle:
-        handle.write(SUBMISSION_HEADER + "\n")
+    id_bytes = SegmentIdBytes(segment_ids)
+    with atomic_open(path, "wb") as handle:
+        handle.write(f"{SUBMISSION_HEADER}\n".encode())
         for block_columns, rows in _top_k_blocks(
                 _columns_source(scores), k, order, block_size, refiner,
                 memory_budget, workers):
-            handle.write("".join(
-                f"{class_ids[c]},{' '.join(id_objects[r].tolist())}\n"
-                for c, r in zip(block_columns, rows)))
+            handle.write(b"".join(id_bytes.line(f"{class_ids[c]},", r)
+                                  for c, r in zip(block_columns, rows)))
 
 
 def write_submission_from_cache(path, cache, k, refine_options=None,
