@@ -8,6 +8,7 @@ tested through real processes in test_cli.py.
 
 import contextlib
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -50,6 +51,8 @@ def run_process(name, *args, expect_ok=True):
 
 
 def _checked(result, expect_ok):
+    if expect_ok is None:
+        return result
     if expect_ok:
         assert result.returncode == 0, result.stderr[-3000:]
     else:
@@ -98,3 +101,32 @@ def fill(directory, leave=4096):
     with open(filler, "wb") as handle:
         handle.write(b"\0" * max(stat.f_bavail * stat.f_frsize - leave, 0))
     return filler
+
+
+# Root ignores permission bits; these capabilities are what lets it.
+_PERMISSION_OVERRIDES = "-dac_override,-dac_read_search"
+
+
+def run_with_permissions(commands):
+    """Results of `commands` ([(name, [args])]) run one after another in one
+    child process in which file permission bits hold, root or not (root's
+    overrides dropped with util-linux's setpriv; skipped without it)."""
+    prefix = []
+    if os.geteuid() == 0:
+        if subprocess.run(["setpriv", "--version"], capture_output=True,
+                          check=False).returncode != 0:
+            pytest.skip("dropping root's permission overrides needs setpriv")
+        prefix = ["setpriv", f"--inh-caps={_PERMISSION_OVERRIDES}",
+                  f"--bounding-set={_PERMISSION_OVERRIDES}"]
+    script = ("import json, sys\n"
+              "from command_runner import run_command\n"
+              "print(json.dumps([run_command(name, *args, expect_ok=None).__dict__"
+              " for name, args in json.loads(sys.argv[1])]))\n")
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", script, json.dumps(commands)],
+        capture_output=True, text=True, check=False,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [Result(**result) for result in
+            json.loads(done.stdout.strip().splitlines()[-1])]

@@ -2,9 +2,11 @@
 
 import os
 import re
+import shutil
 
 import pytest
-from command_runner import held_by_another_process, run_command
+from command_runner import (held_by_another_process, run_command,
+                            run_with_permissions)
 
 TINY_MODEL = ["--model=DBoF", "--video_level_classifier_model=MoE",
               "--dbof_cluster_size=16", "--dbof_hidden_size=8",
@@ -152,3 +154,46 @@ def test_a_directory_another_job_holds_is_refused_in_one_line(runs, tmp_path):
             f"error: {directory} is in use by host="), (name, result.stderr)
         assert f"pid={holder.pid} " in errors[0]
         assert os.listdir(directory) == [], name  # nothing written
+
+
+def test_files_the_job_may_not_read_are_named_in_one_line(runs, tmp_path):
+    """Permission bits hold (root's overrides dropped): an unreadable record
+    file, model or data directory is one line naming it. Before: TF's error
+    wrapped in its op's name, Keras' "File not found" for a model that is
+    there, and "no file matches" for a directory the job may not list."""
+    data, run = tmp_path / "data", tmp_path / "finetune"
+    shutil.copytree(runs / "data", data)
+    shutil.copytree(runs / "finetune", run)
+    test_file, validate_file = (sorted(data.glob(f"{split}-*.tfrecord"))[1]
+                                for split in ("test", "validate"))
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    shutil.copy(test_file, closed)
+    for path in (test_file, validate_file, run / "model.keras", closed):
+        path.chmod(0)
+    inference = [f"--train_dir={runs}/finetune",
+                 f"--output_file={tmp_path}/out.csv"]
+    cases = {
+        f"cannot read {test_file}: Permission denied": (
+            "inference", [*inference, f"--input_data_pattern={data}/test-*"]),
+        f"cannot read {validate_file}: Permission denied": (
+            "train", ["--stage=finetune", *TINY_MODEL,
+                      f"--segment_labels_file={data}/segment_label_ids.csv",
+                      f"--train_data_pattern={data}/validate-*",
+                      "--compression=none",  # met in the training loop
+                      f"--pretrain_dir={runs}/pretrain",
+                      f"--train_dir={tmp_path}/retrain"]),
+        f"cannot read {run}/model.keras: Permission denied": (
+            "eval", [f"--train_dir={run}",
+                     f"--eval_data_pattern={runs}/data/validate-*"]),
+        f"no file matches the data pattern '{closed}/*' (cannot list "
+        f"{closed}: Permission denied)": (
+            "inference", [*inference, f"--input_data_pattern={closed}/*"]),
+    }
+    results = run_with_permissions(list(cases.values()))
+    for message, result in zip(cases, results):
+        assert result.returncode == 1, result.stderr[-2000:]
+        errors = [line for line in result.stderr.splitlines()
+                  if line.startswith("error: ")]
+        assert errors == [f"error: {message}"], result.stderr[-2000:]
+    assert not (tmp_path / "out.csv").exists()

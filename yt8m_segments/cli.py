@@ -29,6 +29,7 @@ import importlib
 import io
 import logging
 import os
+import re
 import sys
 
 from absl import app
@@ -133,11 +134,15 @@ def _runtime_errors():
     return errors
 
 
+_TF_WRAPPING = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]"
+                          r"(?:\s*name:\s*\S*)?\s*$")
+
+
 def one_line(error):
     """An exception's message on one line (TensorFlow's OpError: its
-    message, without the op's traceback)."""
+    message, without the op's traceback and its function/op wrapping)."""
     message = getattr(error, "message", None) or str(error) or type(error).__name__
-    return " ".join(message.split())
+    return " ".join(_TF_WRAPPING.sub("", message).split())
 
 
 def _fail(error, code, hint=""):

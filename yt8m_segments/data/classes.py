@@ -5,7 +5,7 @@ import csv
 import tensorflow as tf
 
 from yt8m_segments import files
-from yt8m_segments.data import views
+from yt8m_segments.data import reader
 
 
 def read_segment_label_ids(path):
@@ -29,26 +29,32 @@ def read_segment_label_ids(path):
     return sorted(set(ids))
 
 
-def segment_label_ids_from_records(pattern):
-    """Every `segment_labels` value seen in the validate records, sorted."""
-    context = {"segment_labels": tf.io.VarLenFeature(tf.int64)}
+def segment_label_ids_from_records(pattern, compression="auto",
+                                   skip_corrupt_records=False):
+    """Every `segment_labels` value seen in the validate records, sorted.
 
-    def labels_of(serialized):
-        parsed, _ = tf.io.parse_single_sequence_example(
-            serialized, context_features=context)
-        return parsed["segment_labels"].values
-
-    dataset = tf.data.TFRecordDataset(views.list_files(pattern)).map(labels_of)
+    Read as every command reads records (reader.record_dataset, batches
+    parsed in one op), so a corrupt or unreadable file is named the same way.
+    """
+    files = reader.list_files(pattern)
+    context = {"segment_labels": tf.io.RaggedFeature(tf.int64)}
+    dataset = reader.record_dataset(
+        files, compression=compression,
+        skip_corrupt_records=skip_corrupt_records).map(
+            lambda path, index, serialized: serialized).batch(256).map(
+            lambda batch: tf.io.parse_sequence_example(
+                batch, context_features=context)[0]["segment_labels"].flat_values)
     seen = set()
-    for labels in dataset.as_numpy_iterator():
-        seen.update(labels.tolist())
+    for labels in reader.iterate(dataset, files, compression):
+        seen.update(labels.numpy().tolist())
     if not seen:
         raise ValueError(f"no segment_labels in the records of '{pattern}'")
     return sorted(seen)
 
 
-def resolve_segment_label_ids(segment_labels_file, data_pattern):
+def resolve_segment_label_ids(segment_labels_file, data_pattern,
+                              **input_options):
     """The file's classes when given, else those rated in the records."""
     if segment_labels_file:
         return read_segment_label_ids(segment_labels_file)
-    return segment_label_ids_from_records(data_pattern)
+    return segment_label_ids_from_records(data_pattern, **input_options)

@@ -17,6 +17,8 @@ import zlib
 import tensorflow as tf
 from absl import logging
 
+from yt8m_segments import files as files_lib
+
 _GZIP_MAGIC = b"\x1f\x8b"
 _MASK_DELTA = 0xA282EAD8
 
@@ -35,8 +37,25 @@ def list_files(pattern):
     for part in pattern.split(","):
         files.extend(tf.io.gfile.glob(part.strip()))
     if not files:
-        raise FileNotFoundError(f"no file matches the data pattern '{pattern}'")
+        raise FileNotFoundError(
+            f"no file matches the data pattern '{pattern}'"
+            + "".join(_why_nothing_matches(p.strip()) for p in pattern.split(",")))
     return sorted(set(files))
+
+
+def _why_nothing_matches(pattern):
+    """Why a local glob found nothing, where the directory says: it is
+    missing, or the job may not list it (a glob then just finds nothing)."""
+    directory = os.path.dirname(pattern) or "."
+    if "://" in directory or any(c in directory for c in "*?["):
+        return ""
+    try:
+        os.listdir(directory)
+    except FileNotFoundError:
+        return f" (no directory {directory})"
+    except OSError as error:
+        return f" (cannot list {directory}: {error.strerror})"
+    return ""
 
 
 def select_fold(files, num_folds=1, fold=0, holdout=False):
@@ -60,8 +79,7 @@ def select_fold(files, num_folds=1, fold=0, holdout=False):
 
 
 def is_gzip(path):
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        return handle.read(2) == _GZIP_MAGIC
+    return files_lib.read_head(path, 2) == _GZIP_MAGIC
 
 
 def compression_of(path, compression="auto"):
@@ -151,8 +169,12 @@ def past_the_end(path, compression):
     """
     if compression or "://" in path:
         return ""
-    size = os.path.getsize(path)
-    with open(path, "rb") as handle:
+    try:
+        size = os.path.getsize(path)
+        handle = open(path, "rb")
+    except OSError:
+        return ""  # TensorFlow's reader names the file it cannot open
+    with handle:
         offset = index = 0
         while offset + 12 <= size:
             handle.seek(offset)
@@ -265,7 +287,8 @@ def iterate(dataset, files, compression="auto"):
 
     A DataLossError becomes a CorruptRecordError naming file and record; a
     failed input check (parsing.check) loses TF's wrapping around its message;
-    a record TF's parser refuses is found and named (`describe_parse_error`).
+    a record TF's parser refuses is found and named (`describe_parse_error`);
+    a file TF may not open is named in one line.
     """
     try:
         yield from dataset
@@ -274,6 +297,11 @@ def iterate(dataset, files, compression="auto"):
         raise CorruptRecordError(
             f"{message} (pass --skip_corrupt_records to skip such records)"
         ) from error
+    except (tf.errors.PermissionDeniedError, tf.errors.NotFoundError) as error:
+        message = files_lib.unreadable(error.message)
+        if not message:
+            raise
+        raise OSError(message) from error
     except tf.errors.InvalidArgumentError as error:
         found = _ASSERTION.search(error.message)
         if found:

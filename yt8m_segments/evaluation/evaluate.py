@@ -55,7 +55,8 @@ def evaluate_model(eval_data_pattern, train_dir, k, batch_size=64,
     """
     run = run_artifacts.Run(train_dir)
     files = files or views.list_files(eval_data_pattern)
-    class_ids = run.segment_class_ids(segment_labels_file, ",".join(files))
+    class_ids = run.segment_class_ids(segment_labels_file, ",".join(files),
+                                      **(input_options or {}))
     dataset = views.rated_segment_dataset(
         eval_data_pattern, run.feature_spec, class_ids, batch_size,
         vocabulary_size=num_classes, files=files,

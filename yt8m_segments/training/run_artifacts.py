@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from yt8m_segments import atomic
+from yt8m_segments import files
 from yt8m_segments.data import classes
 from yt8m_segments.data.features import FeatureSpec
 # The registry imports every layer and model, registering them for load_model.
@@ -53,6 +54,7 @@ class Run:
                 raise FileNotFoundError(
                     f"{path} not found: is '{train_dir}' the train_dir of a "
                     "finished training run?")
+            files.check_readable(path)
         with tf.io.gfile.GFile(config_path) as handle:
             config = json.load(handle)
         self.train_dir = train_dir
@@ -63,15 +65,17 @@ class Run:
                                         tuple(config["feature_sizes"]))
         self.model = keras.saving.load_model(model_path)
 
-    def segment_class_ids(self, segment_labels_file=None, data_pattern=None):
+    def segment_class_ids(self, segment_labels_file=None, data_pattern=None,
+                          **input_options):
         """The classes to rank: the file's; else a fine-tuned run's own; else
-        those rated in `data_pattern`'s records."""
+        those rated in `data_pattern`'s records (read with `input_options`)."""
         if segment_labels_file:
             return classes.read_segment_label_ids(segment_labels_file)
         if self.config.get("stage") == "finetune":
             return self.class_ids
         if data_pattern:
-            return classes.segment_label_ids_from_records(data_pattern)
+            return classes.segment_label_ids_from_records(data_pattern,
+                                                          **input_options)
         raise ValueError(
             f"{self.train_dir} predicts the whole vocabulary; name the segment "
             "classes with --segment_labels_file")

@@ -274,7 +274,8 @@ def _validate_fn(config, model, class_ids, feature_spec):
                                             config.gap_k)
     segment_classes = (class_ids if config.stage == "finetune" else
                        classes.resolve_segment_label_ids(
-                           config.segment_labels_file, ",".join(files)))
+                           config.segment_labels_file, ",".join(files),
+                           **config.input_options()))
     columns = [class_ids.index(c) for c in segment_classes]
     dataset = views.rated_segment_dataset(
         None, feature_spec, segment_classes, config.batch_size,
@@ -320,7 +321,8 @@ def _train(config):
             pretrained = run_artifacts.Run(config.pretrain_dir)
             feature_spec = pretrained.feature_spec
             class_ids = classes.resolve_segment_label_ids(
-                config.segment_labels_file, ",".join(files))
+                config.segment_labels_file, ",".join(files),
+                **config.input_options())
             model, model_config_ = finetune_model(pretrained, class_ids)
             learning_rate = config.learning_rate or pretrained.config.get(
                 "learning_rate", DEFAULT_PRETRAIN_LEARNING_RATE)
@@ -417,8 +419,9 @@ def _train(config):
         validation_metric=config.eval_metric.upper(),
         extra_state={"mean_teacher": teacher.model} if teacher else None)
     trainer.restore()
-    steps = trainer.fit(make_dataset,
-                        config.num_epochs or DEFAULT_EPOCHS[config.stage],
-                        config.max_steps)
+    steps = trainer.fit(
+        make_dataset, config.num_epochs or DEFAULT_EPOCHS[config.stage],
+        config.max_steps, read=lambda batches: reader.iterate(
+            batches, files + (unlabeled_files or []), config.compression))
     logging.info("saved %s after %d steps", config.train_dir, steps)
     return steps

@@ -195,12 +195,15 @@ class Trainer:
                 if self.chief:
                     self.save_run(os.path.join(self.train_dir, BEST_DIR))
 
-    def fit(self, make_dataset, num_epochs, max_steps=None):
+    def fit(self, make_dataset, num_epochs, max_steps=None,
+            read=lambda batches: batches):
         """Train for `num_epochs` (or exactly `max_steps`, which multi-worker
         training needs so that every worker runs the same steps).
 
         `make_dataset(epoch)` returns the epoch's batches, or with
-        `max_steps`, `make_dataset(0)` is repeated without end.
+        `max_steps`, `make_dataset(0)` is repeated without end. `read` wraps
+        the iteration over the distributed batches (reader.iterate: input
+        errors as messages naming file and record).
         """
         steps_per_epoch = None
         progress = None
@@ -221,7 +224,7 @@ class Trainer:
             target = max_steps or (steps_per_epoch and steps_per_epoch * num_epochs)
             progress = keras.utils.Progbar(target, stateful_metrics=["loss"],
                                            verbose=1 if self.chief else 0)
-            for batch in batches:
+            for batch in read(batches):
                 loss = float(self._train_step(batch))
                 self.step.assign_add(1)
                 step = int(self.step.numpy())
