@@ -184,6 +184,27 @@ def test_stacker_learns_to_trust_the_informative_model(tmp_path,
                         str(tmp_path / "x"))
 
 
+
+def test_a_killed_retrain_leaves_no_stacker_that_loads(tmp_path, trained_stacker,
+                                                       monkeypatch):
+    """A retrain killed after its new model.txt was written but before its
+    stacker.json (here: json.dump raising half-way) must not leave the new
+    model beside the old config, which load took as one stacker (found
+    while writing bench/kill_points.py), nor a torn file."""
+    paths, truth, _ = _stacking_problem(tmp_path, "again", 3)
+
+    def killed(value, handle, **kwargs):
+        handle.write(json.dumps(value)[:20])
+        raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(stacker.json, "dump", killed)
+    with pytest.raises(KeyboardInterrupt):
+        stacker.train(paths, truth, str(tmp_path / "stacker"), num_trees=3,
+                      min_data_in_leaf=5)
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError):
+        stacker.load(str(tmp_path / "stacker"))
+    assert os.listdir(tmp_path / "stacker") == [stacker.MODEL_FILE]
+
 def test_stacker_without_lightgbm_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "lightgbm", None)
     with pytest.raises(ImportError, match=r"yt8m_segments\[stacker\]"):

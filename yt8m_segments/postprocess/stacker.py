@@ -15,6 +15,7 @@ from absl import logging
 
 import numpy as np
 
+from yt8m_segments import atomic
 from yt8m_segments.postprocess import cache as cache_lib
 from yt8m_segments.postprocess import ensemble
 from yt8m_segments.postprocess import submission
@@ -148,15 +149,28 @@ def train(train_caches, ground_truth, stacker_dir, num_trees=200,
               "verbose": -1}
     booster = lightgbm.train(params, lightgbm.Dataset(
         features, labels, feature_name=source.names), num_boost_round=num_trees)
-    os.makedirs(stacker_dir, exist_ok=True)
-    booster.save_model(os.path.join(stacker_dir, MODEL_FILE))
     config = {"num_models": len(train_caches), "with_video": source.with_video,
               "feature_names": source.names, "params": params,
               "num_trees": num_trees, "num_pairs": int(len(labels)),
               "train_caches": [os.path.abspath(p) for p in train_caches]}
-    with open(os.path.join(stacker_dir, CONFIG_FILE), "w") as handle:
-        json.dump(config, handle, indent=1)
+    save(booster, config, stacker_dir)
     return booster
+
+
+def save(booster, config, stacker_dir):
+    """Write the stacker so that a killed write leaves none `load` takes:
+    the config (what `load` opens first) goes before the model is replaced
+    and comes back last, each file whole (atomic renames). Before, a kill
+    while writing left a torn model.txt, or a new model beside an older
+    stacker's config, which load read as one stacker."""
+    os.makedirs(stacker_dir, exist_ok=True)
+    config_path = os.path.join(stacker_dir, CONFIG_FILE)
+    if os.path.exists(config_path):
+        os.remove(config_path)
+    with atomic.atomic_path(os.path.join(stacker_dir, MODEL_FILE)) as tmp_path:
+        booster.save_model(tmp_path)
+    with atomic.atomic_open(config_path) as handle:
+        json.dump(config, handle, indent=1)
 
 
 def load(stacker_dir):
