@@ -150,6 +150,23 @@ def next_version(export_dir):
     return max(versions, default=0) + 1
 
 
+TMP_PREFIX = ".tmp-"
+
+
+def remove_killed_exports(export_dir):
+    """Remove the hidden temporaries (`.tmp-<version>-<id>`) of exports
+    killed before their rename: invisible to TF Serving, but no later export
+    reused their random names, so each kill stranded a SavedModel's size
+    for good (found by bench/kill_points.py). Called holding the directory
+    (locking.hold), so none is being written; object stores, which have no
+    lock, are left alone."""
+    if "://" in export_dir:
+        return
+    for name in tf.io.gfile.listdir(export_dir):
+        if name.startswith(TMP_PREFIX):
+            tf.io.gfile.rmtree(os.path.join(export_dir, name.rstrip("/")))
+
+
 def export(train_dir, export_dir, video_train_dir=None, version=None,
            segment_labels_file=None, context_frames=None, max_frames=records.MAX_FRAMES):
     """Write the SavedModel to `<export_dir>/<version>`; returns that path.
@@ -166,8 +183,10 @@ def export(train_dir, export_dir, video_train_dir=None, version=None,
         module = build_module(train_dir, video_train_dir, segment_labels_file,
                               context_frames, max_frames)
         tf.io.gfile.makedirs(export_dir)
+        remove_killed_exports(export_dir)
         # TF Serving only loads integer directories: a temporary name is invisible.
-        tmp = os.path.join(export_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
+        tmp = os.path.join(export_dir,
+                           f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
         signatures = {
             "serving_default": module.serve.get_concrete_function(),
             "predict_frames": module.predict_frames.get_concrete_function(),
