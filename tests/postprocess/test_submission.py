@@ -17,14 +17,16 @@ def reference_top_k(scores, k):
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("block_size", [1, 3, 7, 64])
-def test_top_k_matches_stable_argsort(seed, block_size):
+@pytest.mark.parametrize("chunk_rows", [1, 3, 7, 64])
+def test_top_k_matches_stable_argsort(seed, chunk_rows):
     rng = np.random.default_rng(seed)
     num_segments, num_classes = int(rng.integers(1, 300)), int(rng.integers(1, 20))
-    # Integer-valued float16: heavy ties, including at the k-th value.
-    scores = rng.integers(0, 6, size=(num_segments, num_classes)).astype(np.float16)
+    # Integer-valued float16: heavy ties, including at the k-th value; -0
+    # ties +0, and thresholds at or below 0 compare keys, not bits.
+    scores = rng.integers(-2, 4, size=(num_segments, num_classes)).astype(np.float16)
+    scores[rng.random(scores.shape) < 0.1] = -0.0
     for k in (1, 2, num_segments // 3 + 1, num_segments, num_segments + 10):
-        got = submission.top_k_per_class(scores, k, block_size=block_size)
+        got = submission.top_k_per_class(scores, k, chunk_rows=chunk_rows)
         np.testing.assert_array_equal(got, reference_top_k(scores, k))
 
 
@@ -38,6 +40,33 @@ def test_top_k_memmap_float32_and_distinct(tmp_path):
     distinct = rng.random((200, 5)).astype(np.float32)
     np.testing.assert_array_equal(submission.top_k_per_class(distinct, 17),
                                   reference_top_k(distinct, 17))
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_sampled_thresholds_and_fallback_passes_are_exact(monkeypatch, seed, dtype):
+    """A sample of a few rows that holds every row's best scores misjudges
+    each class's threshold: the fallback passes (one class each, by the
+    memory budget) must still give the exact ranking, with negatives, -0
+    against +0, and ties."""
+    rng = np.random.default_rng(seed)
+    monkeypatch.setattr(submission, "SAMPLE_ROWS", 8)
+    monkeypatch.setattr(submission, "SAMPLE_RUN", 2)
+    passes = []
+    real_pass = submission._pass
+    monkeypatch.setattr(submission, "_pass", lambda *a: passes.append(1) or real_pass(*a))
+    num_segments, num_classes = 301, 5
+    scores = rng.choice([-2.0, -0.0, 0.0, 1.0, 3.0], size=(num_segments, num_classes))
+    sampled = np.concatenate([np.arange(s, s + 2) for s, _ in
+                              submission._sample_runs(num_segments)])
+    scores[sampled] = 9.0
+    scores = scores.astype(dtype)
+    for k in (1, 17, 40, num_segments):
+        passes.clear()
+        got = submission.top_k_per_class(scores, k, chunk_rows=10, memory_budget=1)
+        np.testing.assert_array_equal(got, reference_top_k(scores, k))
+        if 8 < k < num_segments:
+            assert len(passes) == 1 + num_classes  # every class misjudged
 
 
 def test_top_k_rejects_bad_input():
@@ -94,7 +123,7 @@ def test_csv_bytes_equal_python_formatting(tmp_path, seed):
     for k in (1, 3, num_segments + 5):
         path = str(tmp_path / f"s{k}.csv")
         submission.write_submission(path, segment_ids, scores, class_ids, k,
-                                    block_size=3)
+                                    chunk_rows=3)
         with open(path, "rb") as handle:
             assert handle.read() == _reference_csv(segment_ids, scores, class_ids, k)
 

@@ -22,24 +22,19 @@ _SEGMENT_RE = re.compile(_SEGMENT)
 _SUBMISSION_LINE_RE = re.compile(
     rf"\s*(\d+)\s*,\s*((?:{_SEGMENT}(?:\s+{_SEGMENT})*)?)\s*")
 
-# 32 classes of a 2,062,258-segment test set: ~0.26 GB per float32 block.
-DEFAULT_BLOCK_SIZE = 32
-# Column pass size: classes read per pass over a row-major cache file. 2 GB of
-# fp16 is ~500 classes of the real test set, i.e. 2 passes over its 4.1 GB.
+# Scores per chunk of the row-major pass (~16 MB of float16): its temporaries
+# stay under glibc's 32 MB mmap threshold, so they reuse heap pages instead of
+# faulting fresh ones in for every chunk.
+CHUNK_SCORES = 8 << 20
+# Rows sampled, in runs of SAMPLE_RUN evenly spread (few reads, thousands of
+# videos), to set each class's first candidate threshold.
+SAMPLE_ROWS = 16384
+SAMPLE_RUN = 16
+# Candidates held by the fallback passes (classes the sample misjudged).
 DEFAULT_MEMORY_BUDGET = 2 << 30
 DEFAULT_WORKERS = 2
-
-
-class DenseColumns:
-    """Column blocks of an in-memory [N, C] matrix (or a memmap)."""
-
-    def __init__(self, scores):
-        self.scores = scores
-        self.shape = scores.shape
-        self.dtype = scores.dtype
-
-    def columns_transposed(self, columns):
-        return np.ascontiguousarray(self.scores[:, columns].T)
+# Classes per ranking (and formatting) task.
+CLASSES_PER_TASK = 8
 
 
 # float16 -> float32 through a 65,536-entry table: numpy's own conversion
@@ -53,112 +48,200 @@ def float16_to_float32(values):
     return F16_TO_F32[values.view(np.uint16)]
 
 
-def order_keys(values):
-    """Unsigned integer keys ordered exactly as the float `values` (float16 ->
-    uint16, else float32 -> uint32); -0 equals +0. Raises on NaN."""
+_INF_BITS = {np.dtype(np.int16): 0x7C00, np.dtype(np.int32): 0x7F800000}
+
+
+def _float_bits(values):
+    """The bits, as signed ints, of float16 values, or of float32 of others."""
     values = np.asarray(values)
-    if values.dtype == np.float16:
-        bits = values.view(np.uint16)
-        if ((bits & 0x7FFF) > 0x7C00).any():
-            raise ValueError("scores contain NaN; cannot rank them")
-        sign, unsigned = np.uint16(0x8000), np.uint16
-    else:
+    if values.dtype != np.float16:
         values = np.asarray(values, dtype=np.float32)
-        if np.isnan(values).any():
-            raise ValueError("scores contain NaN; cannot rank them")
-        bits = (values + np.float32(0.0)).view(np.uint32)  # -0 + 0 = +0
-        sign, unsigned = np.uint32(0x80000000), np.uint32
-    if values.dtype == np.float16:
-        bits = np.where(bits == sign, unsigned(0), bits)  # -0 -> +0
-    return np.where(bits & sign, ~bits, bits | sign)
+    return values.view(np.int16 if values.dtype == np.float16 else np.int32)
 
 
-def _kth_largest_key(row, k):
-    """The k-th largest of a uint16 or uint32 key row, by histograms."""
-    if row.dtype == np.uint16:
-        counts = np.bincount(row, minlength=1 << 16)
-        at_least = np.cumsum(counts[::-1])
-        return (1 << 16) - 1 - int(np.searchsorted(at_least, k))
-    high = (row >> 16).astype(np.uint16)
-    counts = np.bincount(high, minlength=1 << 16)
-    at_least = np.cumsum(counts[::-1])
-    bucket_rank = int(np.searchsorted(at_least, k))
-    bucket = (1 << 16) - 1 - bucket_rank
-    above = int(at_least[bucket_rank - 1]) if bucket_rank else 0
-    low = (row[high == bucket] & 0xFFFF).astype(np.uint16)
-    return (bucket << 16) | _kth_largest_key(low, k - above)
+def _magnitudes(bits):
+    """Float bits without their sign bit; raises on NaN."""
+    magnitudes = bits & bits.dtype.type(np.iinfo(bits.dtype).max)
+    if magnitudes.size and magnitudes.max() > _INF_BITS[bits.dtype]:
+        raise ValueError("scores contain NaN; cannot rank them")
+    return magnitudes
 
 
-def _top_k_rows(keys, k):
-    """Column indices [len(keys), k] of each row's k largest keys, best first.
-
-    The k-th largest key per row (from histograms, no sort) is the
-    threshold; every index above it is kept, plus the lowest-index ones equal
-    to it, so ties resolve exactly as a stable sort (lower index first).
-    """
-    result = np.empty((len(keys), k), dtype=np.int64)
-    for i, row in enumerate(keys):
-        threshold = row.dtype.type(_kth_largest_key(row, k))
-        chosen = np.flatnonzero(row > threshold)
-        if len(chosen) < k:
-            tied = np.flatnonzero(row == threshold)[:k - len(chosen)]
-            chosen = np.concatenate([chosen, tied])
-        # Descending keys, stable: equal keys keep ascending index order (ties
-        # at the threshold come after the larger keys and are ascending too).
-        result[i] = chosen[np.argsort(~row[chosen], kind="stable")]
-    return result
-
-
-def _block_keys(raw, block_columns, refiner):
-    """Order keys of a [classes, N] block, refined. float16 blocks stay
-    16-bit unless the refinement fuses scores (then float32)."""
-    if refiner is not None and refiner.fuses:
-        return order_keys(refiner.scores(raw, block_columns))
-    if raw.dtype != np.float16:
-        raw = refiner.scores(raw, block_columns) if refiner else raw
-        return order_keys(raw)
-    keys = order_keys(raw)
-    if refiner is not None:
-        dropped = refiner.drop_mask(block_columns)
-        if dropped is not None:
-            np.copyto(keys, keys.dtype.type(0), where=dropped)  # below all
+def _keys_of_bits(bits):
+    """Sign-magnitude float bits -> two's complement: the signed key."""
+    sign = bits >> (8 * bits.itemsize - 1)  # 0, or -1 for a negative
+    keys = _magnitudes(bits)
+    keys ^= sign
+    keys -= sign
     return keys
 
 
-def _top_k_blocks(source, k, columns, block_size, refiner=None,
-                  memory_budget=DEFAULT_MEMORY_BUDGET, workers=DEFAULT_WORKERS):
-    """Yields (columns of the block, row indices [len(block), k]) in order.
+def signed_keys(values):
+    """Signed integer keys ordered exactly as the float `values`: float16 ->
+    int16, anything else -> float32 -> int32; -0 equals +0. Integer ops on
+    the bits, so ranking is exact and never converts float16 to float.
+    Raises on NaN. dropped_key is below every key."""
+    return _keys_of_bits(_float_bits(values))
 
-    `source` gives `columns_transposed(columns)` -> [len, N] (DenseColumns, or
-    cache.NpyReader for a cache file: one sequential pass per group of
-    columns that fits `memory_budget`). Each block of `block_size` columns is
-    turned into integer order keys (float16: its bits, no conversion),
-    refined (`refiner`, see refine.py), and ranked; `workers` threads rank
-    blocks concurrently.
+
+def dropped_key(dtype):
+    """The key of a pair refinement drops: below every score's key."""
+    return np.iinfo(dtype).min
+
+
+def order_keys(values):
+    """Unsigned integer keys ordered exactly as the float `values` (float16 ->
+    uint16, else float32 -> uint32); -0 equals +0, 0 is below every score.
+    Raises on NaN."""
+    keys = signed_keys(values)
+    return (keys ^ keys.dtype.type(dropped_key(keys.dtype))).view(f"u{keys.itemsize}")
+
+
+def _read_rows(scores, start, stop):
+    """Rows start:stop of [N, C] scores: an array, a memmap, or a
+    cache.NpyReader (plain file reads, a handle per call: threads share none)."""
+    if hasattr(scores, "rows"):
+        return scores.rows(start, stop)
+    return np.asarray(scores[start:stop])
+
+
+def _refined_bits(raw, segment_rows, refiner):
+    """Float bits (signed ints) of a [rows, C] block at `segment_rows` (a
+    slice or index array), fused if the refinement (refine.Refiner) fuses."""
+    if refiner is not None and refiner.fuses:
+        raw = refiner.fused(raw, segment_rows)
+    return _float_bits(raw)
+
+
+def _sample_runs(num_rows):
+    """(start, stop) row runs of the threshold sample: all rows, or
+    SAMPLE_ROWS of them in evenly spread runs of SAMPLE_RUN."""
+    if num_rows <= SAMPLE_ROWS:
+        return [(0, num_rows)]
+    run = min(SAMPLE_RUN, SAMPLE_ROWS)
+    starts = np.linspace(0, num_rows - run, max(2, SAMPLE_ROWS // run)).astype(int)
+    return [(start, start + run) for start in starts.tolist()]
+
+
+def _first_thresholds(scores, k, refiner):
+    """Each class's first candidate threshold: a key that its k-th best pair
+    clears with a wide margin in a sample of rows (then ~1.2 k candidates per
+    class, not N), or the floor (every kept pair) where the sample holds too
+    few kept pairs for that."""
+    runs = _sample_runs(scores.shape[0])
+    raw = np.concatenate([_read_rows(scores, start, stop) for start, stop in runs])
+    rows = np.concatenate([np.arange(start, stop) for start, stop in runs])
+    keys = _keys_of_bits(_refined_bits(raw, rows, refiner))
+    dropped = None if refiner is None else refiner.dropped(rows)
+    if dropped is not None:
+        np.copyto(keys, dropped_key(keys.dtype), where=dropped)
+    floor = dropped_key(keys.dtype) + 1
+    expected = k * len(keys) / max(1, scores.shape[0])
+    want = int(expected * 1.05 + 4 * np.sqrt(expected)) + 2
+    if want > len(keys):
+        return np.full(keys.shape[1], floor, dtype=keys.dtype)
+    # A sort, not np.partition: that takes ~10x longer on the sample's many
+    # equal keys (dropped pairs); int16 keys sort by radix.
+    kth = np.sort(keys, axis=0, kind="stable")[len(keys) - want]
+    return np.maximum(kth, floor).astype(keys.dtype)
+
+
+def _bit_thresholds(thresholds):
+    """The thresholds on float bits as signed ints, where that is exact: a
+    threshold above 0 (a positive float's bits are its key, a negative's are
+    below 0) or the floor (every pair passes). None if one is neither."""
+    floor = dropped_key(thresholds.dtype) + 1
+    at_floor = thresholds == floor
+    if not np.all((thresholds > 0) | at_floor):
+        return None
+    return np.where(at_floor, np.iinfo(thresholds.dtype).min, thresholds).astype(
+        thresholds.dtype)
+
+
+def _candidates(scores, refiner, thresholds, bit_thresholds, start, stop):
+    """The pairs of rows start:stop whose key reaches their class's threshold
+    and that refinement keeps, grouped by class: (offsets [C + 1], segment
+    rows, keys), rows ascending within a class. Compared on the float bits
+    where _bit_thresholds allows (keys only for the candidates)."""
+    bits = _refined_bits(_read_rows(scores, start, stop), slice(start, stop), refiner)
+    if bit_thresholds is None:
+        reaching = _keys_of_bits(bits) >= thresholds
+    else:
+        _magnitudes(bits)  # the NaN check
+        reaching = bits >= bit_thresholds
+    dropped = None if refiner is None else refiner.dropped(slice(start, stop))
+    if dropped is not None:
+        np.greater(reaching, dropped, out=reaching)  # reaching and kept
+    flat = np.flatnonzero(reaching)
+    num_classes = scores.shape[1]
+    # Float division is exact here (flat < 2**53, a remainder's fraction is far
+    # above an ulp) and ~5x faster than int64 division.
+    rows = (flat / num_classes).astype(np.int32 if scores.shape[0] < 2**31 else np.int64)
+    classes = (flat - rows * np.int64(num_classes)).astype(
+        np.min_scalar_type(num_classes - 1))
+    order = np.argsort(classes, kind="stable")  # a radix sort: <= 16-bit classes
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(classes, minlength=num_classes))])
+    rows += start
+    return offsets, rows[order], _keys_of_bits(bits.ravel()[flat[order]])
+
+
+def _pass(scores, refiner, thresholds, chunk_rows, pool):
+    """The candidates of one pass over all rows, one part per chunk of rows
+    (grouped by class within a chunk: its arrays stay in the L2 cache)."""
+    bit_thresholds = _bit_thresholds(thresholds)
+    num_rows = scores.shape[0]
+    return list(pool.map(
+        lambda start: _candidates(scores, refiner, thresholds, bit_thresholds,
+                                  start, min(start + chunk_rows, num_rows)),
+        range(0, num_rows, chunk_rows)))
+
+
+def _select(scores, k, refiner, chunk_rows, memory_budget, pool):
+    """Per class: the parts holding its candidates, and whether they are all
+    its kept pairs (`complete`).
+
+    One pass at the sampled thresholds; a class it leaves short of k (the
+    sample misjudged it) gets a pass at the floor, as many such classes per
+    pass as `memory_budget` holds at N candidates each. Exact either way.
     """
-    num_rows = source.shape[0]
-    itemsize = np.dtype(source.dtype).itemsize
-    per_pass = max(block_size, (memory_budget // max(1, num_rows * itemsize))
-                   // block_size * block_size)
-    columns = np.asarray(columns)
+    thresholds = _first_thresholds(scores, k, refiner)
+    floor = dropped_key(thresholds.dtype) + 1
+    parts = _pass(scores, refiner, thresholds, chunk_rows, pool)
+    counts = sum(np.diff(offsets) for offsets, _, _ in parts)
+    holders = [parts] * len(thresholds)
+    complete = thresholds == floor
+    short = np.flatnonzero((counts < k) & ~complete)
+    per_pass = max(1, memory_budget // (8 * scores.shape[0]))
+    for first in range(0, len(short), per_pass):
+        group = short[first:first + per_pass]
+        retry = np.full_like(thresholds, np.iinfo(thresholds.dtype).max)
+        retry[group] = floor
+        group_parts = _pass(scores, refiner, retry, chunk_rows, pool)
+        for c in group:
+            holders[c] = group_parts
+    complete[short] = True
+    return holders, complete
 
-    def rank(data, offset, block_columns):
-        raw = data[offset:offset + len(block_columns)]
-        return block_columns, _top_k_rows(_block_keys(raw, block_columns, refiner), k)
 
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-        for pass_start in range(0, len(columns), per_pass):
-            pass_columns = columns[pass_start:pass_start + per_pass]
-            data = source.columns_transposed(pass_columns)
-            pending = collections.deque()
-            for offset in range(0, len(pass_columns), block_size):
-                pending.append(pool.submit(
-                    rank, data, offset, pass_columns[offset:offset + block_size]))
-                if len(pending) > workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-            del data
+def _first_missing(sorted_rows, count):
+    """The `count` smallest row indices not in `sorted_rows`."""
+    taken = np.zeros(count + len(sorted_rows), dtype=bool)
+    taken[sorted_rows[sorted_rows < len(taken)]] = True
+    return np.flatnonzero(~taken)[:count]
+
+
+def _class_top(parts, c, k, complete):
+    """Class c's k best rows, best first, ties to the lower row; topped up
+    with dropped rows, lowest first, where its kept pairs are fewer than k."""
+    rows = np.concatenate([part_rows[offsets[c]:offsets[c + 1]]
+                           for offsets, part_rows, _ in parts])
+    keys = np.concatenate([part_keys[offsets[c]:offsets[c + 1]]
+                           for offsets, _, part_keys in parts])
+    top = rows[np.argsort(~keys, kind="stable")[:k]]  # ~ reverses signed keys
+    if len(top) < k:
+        assert complete, "a class short of k candidates with no fallback pass"
+        top = np.concatenate([top, _first_missing(rows, k - len(top))])
+    return top
 
 
 def _check_scores(scores, k):
@@ -169,26 +252,100 @@ def _check_scores(scores, k):
     return min(k, scores.shape[0])
 
 
-def _columns_source(scores):
-    return scores if hasattr(scores, "columns_transposed") else DenseColumns(scores)
+def _top_k_blocks(scores, k, columns, refiner, chunk_rows, memory_budget,
+                  workers, finish=None):
+    """Yields (columns of a block, [finish(column, its top rows)]) in the
+    order of `columns`, ranked (and finished) in `workers` threads.
+
+    `scores` [N, C]: an array, a memmap or a cache.NpyReader, read row-major
+    in chunks of `chunk_rows` (default ~8M scores). Each class keeps only
+    candidates above a threshold sampled first (_select), so the pass is
+    one sequential read and integer compares (float16 bits -> signed_keys).
+    """
+    finish = finish or (lambda column, top: top)
+    chunk_rows = chunk_rows or max(1, CHUNK_SCORES // max(1, scores.shape[1]))
+    columns = np.asarray(columns)
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+        if k:
+            holders, complete = _select(scores, k, refiner, chunk_rows,
+                                        memory_budget, pool)
+
+        def rank(block):
+            return block, [finish(c, _class_top(holders[c], c, k, complete[c])
+                                  if k else np.empty(0, dtype=np.int64))
+                           for c in block]
+
+        pending = collections.deque()
+        for start in range(0, len(columns), CLASSES_PER_TASK):
+            pending.append(pool.submit(rank, columns[start:start + CLASSES_PER_TASK]))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
-def top_k_per_class(scores, k, block_size=DEFAULT_BLOCK_SIZE, refiner=None):
+def top_k_per_class(scores, k, chunk_rows=None, refiner=None,
+                    memory_budget=DEFAULT_MEMORY_BUDGET, workers=DEFAULT_WORKERS):
     """Row indices [C, min(k, N)] of each class's best segments, best first.
 
-    Ties go to the lower row index. `scores` [N, C] may be a float16 memmap
-    or a cache.NpyReader; memory stays O(block_size * N) beyond the result
-    (and one pass's columns for a reader). `refiner` (refine.Refiner)
-    refines each block first.
+    Ties go to the lower row index. `scores` [N, C] may be an array, a
+    float16 memmap or a cache.NpyReader; memory stays ~1.2 k candidates per
+    class beyond the result. `refiner` (refine.Refiner) refines the scores.
     """
     k = _check_scores(scores, k)
     num_classes = scores.shape[1]
     result = np.empty((num_classes, k), dtype=np.int64)
-    for block_columns, rows in _top_k_blocks(
-            _columns_source(scores), k, np.arange(num_classes), block_size,
-            refiner):
-        result[block_columns] = rows
+    for block, rows in _top_k_blocks(scores, k, np.arange(num_classes), refiner,
+                                     chunk_rows, memory_budget, workers):
+        result[block] = rows
     return result
+
+
+def write_submission(path, segment_ids, scores, class_ids, k, chunk_rows=None,
+                     refiner=None, memory_budget=DEFAULT_MEMORY_BUDGET,
+                     workers=DEFAULT_WORKERS):
+    """Writes the submission CSV, classes ascending, at most k segments each.
+
+    Ranks and formats classes a block at a time in worker threads, so the
+    [C, k] index matrix is never held whole (the candidates are, ~1.2 k per
+    class). `scores` is [N, C]: an array, a memmap or a cache.NpyReader.
+    """
+    segment_ids = np.asarray(segment_ids)
+    class_ids = np.asarray(class_ids)
+    k = _check_scores(scores, k)
+    if segment_ids.shape != (scores.shape[0],):
+        raise ValueError(f"{len(segment_ids)} segment ids for {scores.shape[0]} score rows")
+    if class_ids.shape != (scores.shape[1],):
+        raise ValueError(f"{len(class_ids)} class ids for {scores.shape[1]} score columns")
+    if len(np.unique(class_ids)) != len(class_ids):
+        raise ValueError("class ids are not unique")
+    id_bytes = SegmentIdBytes(segment_ids)
+    with atomic_open(path, "wb") as handle:
+        handle.write(f"{SUBMISSION_HEADER}\n".encode())
+        for _, lines in _top_k_blocks(
+                scores, k, np.argsort(class_ids, kind="stable"), refiner,
+                chunk_rows, memory_budget, workers,
+                lambda c, top: id_bytes.line(f"{class_ids[c]},", top)):
+            handle.write(b"".join(lines))
+
+
+def write_submission_from_cache(path, cache, k, refine_options=None,
+                                chunk_rows=None,
+                                memory_budget=DEFAULT_MEMORY_BUDGET,
+                                workers=DEFAULT_WORKERS):
+    """The submission CSV of an opened cache.ProbabilityCache, refined by
+    `refine_options` (refine.RefineOptions; None = no refinement).
+
+    Reads the cache file row-major with plain file reads (never whole, never
+    memory-mapped). Returns the number of classes written.
+    """
+    from yt8m_segments.postprocess import refine  # refine imports tensorflow ops only
+    refiner = (refine.refiner_for_cache(cache, refine_options)
+               if refine_options is not None else None)
+    write_submission(path, cache.segment_ids, cache.segment_reader(),
+                     cache.class_ids, k, chunk_rows, refiner, memory_budget,
+                     workers)
+    return len(cache.class_ids)
 
 
 class SegmentIdBytes:
@@ -223,54 +380,6 @@ class SegmentIdBytes:
         items = self.items[rows].view(np.uint8)
         body = items[items != self.PAD]
         return b"".join((prefix.encode(), body[1:].tobytes(), b"\n"))
-
-
-def write_submission(path, segment_ids, scores, class_ids, k,
-                     block_size=DEFAULT_BLOCK_SIZE, refiner=None,
-                     memory_budget=DEFAULT_MEMORY_BUDGET,
-                     workers=DEFAULT_WORKERS):
-    """Writes the submission CSV, classes ascending, at most k segments each.
-
-    Streams block by block, so the [C, k] index matrix is never held whole.
-    `scores` is [N, C]: an array, a memmap or a cache.NpyReader.
-    """
-    segment_ids = np.asarray(segment_ids)
-    class_ids = np.asarray(class_ids)
-    k = _check_scores(scores, k)
-    if segment_ids.shape != (scores.shape[0],):
-        raise ValueError(f"{len(segment_ids)} segment ids for {scores.shape[0]} score rows")
-    if class_ids.shape != (scores.shape[1],):
-        raise ValueError(f"{len(class_ids)} class ids for {scores.shape[1]} score columns")
-    if len(np.unique(class_ids)) != len(class_ids):
-        raise ValueError("class ids are not unique")
-    order = np.argsort(class_ids, kind="stable")
-    id_bytes = SegmentIdBytes(segment_ids)
-    with atomic_open(path, "wb") as handle:
-        handle.write(f"{SUBMISSION_HEADER}\n".encode())
-        for block_columns, rows in _top_k_blocks(
-                _columns_source(scores), k, order, block_size, refiner,
-                memory_budget, workers):
-            handle.write(b"".join(id_bytes.line(f"{class_ids[c]},", r)
-                                  for c, r in zip(block_columns, rows)))
-
-
-def write_submission_from_cache(path, cache, k, refine_options=None,
-                                block_size=DEFAULT_BLOCK_SIZE,
-                                memory_budget=DEFAULT_MEMORY_BUDGET,
-                                workers=DEFAULT_WORKERS):
-    """The submission CSV of an opened cache.ProbabilityCache, refined by
-    `refine_options` (refine.RefineOptions; None = no refinement).
-
-    Reads the cache file in column passes (never whole, never memory-mapped)
-    and refines block by block. Returns the number of classes written.
-    """
-    from yt8m_segments.postprocess import refine  # refine imports tensorflow ops only
-    refiner = (refine.refiner_for_cache(cache, refine_options)
-               if refine_options is not None else None)
-    write_submission(path, cache.segment_ids, cache.segment_reader(),
-                     cache.class_ids, k, block_size, refiner, memory_budget,
-                     workers)
-    return len(cache.class_ids)
 
 
 def _lines(path):
