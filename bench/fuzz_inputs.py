@@ -1,4 +1,4 @@
-r"""Fuzz the record readers of `inference` and `eval` with damaged inputs.
+r"""Fuzz the record readers of the commands with damaged inputs.
 
   python bench/fuzz_inputs.py --cases=200 --seed=0 [--work_dir=D]
 
@@ -63,8 +63,13 @@ be read, or `--segment_max_pred` of them where there are more; the files hold
   at most 300): accepted with --segment_max_pred of its and the others'
   windows, or an error naming the record.
 
-eval runs on the validate-derived cases, inference with
---skip_corrupt_records on the framing, GZIP, random_bytes and text_file ones.
+eval and fine-tuning (train.py --stage=finetune, one epoch: every record
+is read) run on the validate-derived cases and must give what eval must;
+the Beam pipeline (beam_inference.py on the exported model, its cache
+holding every window, no top-K) must give what inference must; inference
+with --skip_corrupt_records runs on the framing, GZIP, random_bytes and
+text_file ones. A fine-tuning run is right if it saved its run and its last
+loss is finite.
 """
 
 import argparse
@@ -119,6 +124,8 @@ class World:
     """The generated files, the tiny model, and what the pristine records hold."""
     dir: str
     finetune_dir: str
+    pretrain_dir: str
+    saved_model_dir: str
     payloads: dict        # split -> [serialized SequenceExample]
     windows: dict         # split -> [[segment ids] per record]
     num_classes: int      # class rows of a submission
@@ -143,7 +150,7 @@ class Case:
     split: str
     path: str
     note: str
-    runs: dict            # "inference" / "skip" / "eval" -> Expect
+    runs: dict            # command (COMMANDS) -> Expect
 
 
 @dataclasses.dataclass
@@ -206,10 +213,11 @@ def window_ids(video_id, num_frames):
 
 
 def train_args(stage, data, train_dir, *extra):
+    """A tiny model; one pass over the data, so a fault anywhere is met."""
     return [f"--stage={stage}", "--model=AveragePooling",
             "--video_level_classifier_model=MoE", "--num_classes=100",
-            "--batch_size=8", "--max_steps=2", f"--train_data_pattern={data}",
-            f"--train_dir={train_dir}", *extra]
+            "--batch_size=8", "--num_epochs=1", "--log_every_steps=1",
+            f"--train_data_pattern={data}", f"--train_dir={train_dir}", *extra]
 
 
 def build_world(work_dir, seed=0):
@@ -226,6 +234,9 @@ def build_world(work_dir, seed=0):
         cli.run_in_process("yt8m_segments.train", train_args(
             "finetune", f"{data}/validate-*.tfrecord", finetune,
             f"--pretrain_dir={pretrain}"))
+        cli.run_in_process("yt8m_segments.export", [
+            f"--train_dir={finetune}",
+            f"--export_dir={os.path.join(work_dir, 'export')}"])
     payloads, windows = {}, {}
     for split in ("test", "validate"):
         path = os.path.join(data, f"{split}-00000-of-00001.tfrecord")
@@ -239,7 +250,8 @@ def build_world(work_dir, seed=0):
         videos = map(decode, payloads[split])
         windows[split] = [window_ids(v["video_id"], len(v["features"]["rgb"]))
                           for v in videos]
-    world = World(data, finetune, payloads, windows, 0)
+    world = World(data, finetune, pretrain,
+                  os.path.join(work_dir, "export", "1"), payloads, windows, 0)
     baseline = run_command(world, "inference", os.path.join(data, "test-*"),
                            os.path.join(work_dir, "baseline.csv"))
     assert baseline.code == 0 and baseline.output, baseline.stderr[-2000:]
@@ -249,32 +261,52 @@ def build_world(work_dir, seed=0):
     return world
 
 
-def command_args(world, command, path, output_file):
+# command -> (module, what it reads)
+COMMANDS = {"inference": "inference", "skip": "inference", "eval": "eval",
+            "finetune": "train", "beam": "beam_inference"}
+
+
+def command_args(world, command, path, output):
+    """The flags of `command` on the case file `path`, writing to `output`
+    (a file for inference, a directory for finetune and beam)."""
+    if command == "finetune":
+        return train_args("finetune", path, output,
+                          f"--pretrain_dir={world.pretrain_dir}")
+    if command == "beam":
+        return [f"--saved_model_dir={world.saved_model_dir}",
+                f"--input_data_pattern={path}", f"--cache_dir={output}"]
     args = [f"--train_dir={world.finetune_dir}",
             f"--segment_max_pred={SEGMENT_MAX_PRED}"]
     if command == "eval":
         return [*args, f"--eval_data_pattern={path}"]
-    args += [f"--input_data_pattern={path}", f"--output_file={output_file}"]
+    args += [f"--input_data_pattern={path}", f"--output_file={output}"]
     return [*args, "--skip_corrupt_records"] if command == "skip" else args
 
 
-def run_command(world, command, path, output_file, in_process=True,
+def run_command(world, command, path, output, in_process=True,
                 time_limit=60.0):
-    """Run `command` (inference; skip: inference --skip_corrupt_records;
-    eval) on `path`, timed, its output read (`read_output`). Out of process,
-    a run is killed at twice `time_limit`; in process, it cannot be."""
-    module = "yt8m_segments." + ("eval" if command == "eval" else "inference")
-    args = command_args(world, command, path, output_file)
-    if os.path.exists(output_file):
-        os.remove(output_file)
+    """Run `command` (COMMANDS) on `path`, timed, its output read
+    (`read_output`) and removed. Out of process, a run is killed at twice
+    `time_limit`; in process, it cannot be."""
+    module = "yt8m_segments." + COMMANDS[command]
+    args = command_args(world, command, path, output)
+    _remove(output)
     start = time.monotonic()
     if in_process:
         result = _in_process(module, args)
     else:
         result = _in_child(module, args, 2 * time_limit)
     result.seconds = time.monotonic() - start
-    result.output = read_output(command, result, output_file)
+    result.output = read_output(command, result, output)
+    _remove(output)
     return result
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
 
 
 def _in_process(module, args):
@@ -306,17 +338,29 @@ def _in_child(module, args, timeout):
     return Result(done.returncode, done.stdout, done.stderr)
 
 
-def read_output(command, result, output_file):
+def read_output(command, result, output):
     """eval: its MAP (None without a MAP line); inference: one set of
-    segment ids per class row of the submission (None without one)."""
+    segment ids per class row of the submission; beam: the cache's segment
+    ids, as one row; finetune: its final loss (None without a saved run)."""
     if command == "eval":
         found = re.search(r"^MAP@\d+ (\S+)$", result.stdout, re.M)
         return float(found.group(1)) if found else None
-    if result.code != 0 or not os.path.exists(output_file):
+    if result.code != 0:
         return None
-    with open(output_file) as handle:
+    if command == "finetune":
+        found = re.findall(r"step \d+: loss (\S+)", result.stderr)
+        saved = os.path.exists(os.path.join(output, "model.keras"))
+        return float(found[-1]) if saved and found else None
+    if command == "beam":
+        ids = os.path.join(output, "segment_ids.txt")
+        if not os.path.exists(ids):
+            return None
+        with open(ids) as handle:
+            return [set(handle.read().split())]
+    if not os.path.exists(output):
+        return None
+    with open(output) as handle:
         lines = handle.read().splitlines()[1:]
-    os.remove(output_file)
     return [set(line.partition(",")[2].split()) for line in lines]
 
 
@@ -324,9 +368,10 @@ _RECORD = re.compile(r"record:? \W*(\d+)")
 _SKIPPED = re.compile(r"skipped (\d+) corrupt record")
 
 
-def classify(result, expect, path, num_classes, time_limit, skip=False):
-    """(outcome, message) of one run against what it must give (module
-    docstring); `skip`: the run had --skip_corrupt_records."""
+def classify(result, expect, path, num_classes, time_limit, command="inference"):
+    """(outcome, message) of one `command` run (COMMANDS) against what it
+    must give (module docstring)."""
+    skip = command == "skip"
     errors = [line for line in result.stderr.splitlines()
               if line.startswith("error: ")]
     message = errors[0] if errors else ""
@@ -353,7 +398,7 @@ def classify(result, expect, path, num_classes, time_limit, skip=False):
     if expect.verdict == "error" and not (skip and found and int(found.group(1))):
         return "failure", ("exit 0 on damaged input, nothing skipped" if skip
                            else "exit 0 on wrong input")
-    wrong = wrong_result(result.output, expect, num_classes)
+    wrong = wrong_result(result.output, expect, num_classes, command)
     if wrong:
         return "failure", f"exit 0, {wrong}"
     if found and int(found.group(1)):
@@ -363,15 +408,20 @@ def classify(result, expect, path, num_classes, time_limit, skip=False):
     return "accepted", f"{len(expect.segments)} windows"
 
 
-def wrong_result(output, expect, num_classes):
+def wrong_result(output, expect, num_classes, command="inference"):
     """Why an exit-0 run's output (`read_output`) is wrong, or ''."""
     if output is None:
-        return "no result (no MAP line, or no submission written)"
+        return "no result (no MAP line, loss or saved run, or no output)"
+    if command == "finetune":
+        return "" if np.isfinite(output) and output >= 0 else f"loss {output}"
     if isinstance(output, float):
         return "" if 0 <= output <= 1 else f"MAP {output}"
+    if command == "beam":  # the cache holds every window, no top-K
+        num_classes, want = 1, len(expect.segments)
+    else:
+        want = min(len(expect.segments), SEGMENT_MAX_PRED)
     if len(output) != num_classes:
         return f"{len(output)} class rows, not {num_classes}"
-    want = min(len(expect.segments), SEGMENT_MAX_PRED)
     for row in output:
         if not row <= expect.segments:
             return ("windows not in the file's readable records: "
@@ -596,7 +646,11 @@ def make_case(world, kind, index, seed, case_dir):
             runs["inference"] = Expect("either", record, everything)
         else:
             runs["inference"] = Expect("error", record)
-    if split != "validate":
+    if "inference" in runs:
+        runs["beam"] = runs["inference"]
+    if split == "validate":
+        runs["finetune"] = runs["eval"]
+    else:
         runs.pop("eval")
     if kind not in SKIP_KINDS:
         runs.pop("skip", None)
@@ -610,24 +664,27 @@ def run_case(world, case, time_limit):
     """Every run of `case`, classified; the case's file is removed unless a
     run failed (it is then kept to reproduce the failure)."""
     outcomes = []
-    output_file = case.path + ".csv"
     for command, expect in case.runs.items():
-        result = run_command(world, command, case.path, output_file,
+        result = run_command(world, command, case.path,
+                             f"{case.path}.{command}.out",
                              case.kind != "huge_length", time_limit)
         outcome, message = classify(result, expect, case.path, world.num_classes,
-                                    time_limit, skip=command == "skip")
+                                    time_limit, command)
         outcomes.append(Outcome(case, command, outcome, message))
     if all(o.outcome != "failure" for o in outcomes):
         os.remove(case.path)
     return outcomes
 
 
-def fuzz(world, num_cases, seed, case_dir, kinds=KINDS, time_limit=60.0):
-    """Outcomes of cases 0..num_cases-1, the kinds cycling."""
+def fuzz(world, num_cases, seed, case_dir, kinds=KINDS, time_limit=60.0,
+         commands=tuple(COMMANDS)):
+    """Outcomes of cases 0..num_cases-1, the kinds cycling, each case run
+    through those of `commands` it has runs for."""
     os.makedirs(case_dir, exist_ok=True)
     outcomes = []
     for index in range(num_cases):
         case = make_case(world, kinds[index % len(kinds)], index, seed, case_dir)
+        case.runs = {c: e for c, e in case.runs.items() if c in commands}
         outcomes.extend(run_case(world, case, time_limit))
     return outcomes
 
@@ -678,19 +735,23 @@ def main(argv=None):
                              "(default: a temporary directory, removed).")
     parser.add_argument("--time_limit", type=float, default=60.0,
                         help="Seconds a run may take.")
+    parser.add_argument("--commands", default=",".join(COMMANDS),
+                        help="Comma-separated commands to run (finetune and "
+                             "beam cost ~3x the others).")
     args = parser.parse_args(argv)
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="fuzz_inputs_")
     start = time.monotonic()
     try:
         world = build_world(work_dir)
         outcomes = fuzz(world, args.cases, args.seed,
-                        os.path.join(work_dir, "cases"), time_limit=args.time_limit)
+                        os.path.join(work_dir, "cases"), time_limit=args.time_limit,
+                        commands=args.commands.split(","))
     finally:
         if not args.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
     print(report(outcomes, show_paths=bool(args.work_dir)))
     failures = sum(o.outcome == "failure" for o in outcomes)
-    print(f"\n{args.cases} cases, seed {args.seed}, "
+    print(f"\n{args.cases} cases, seed {args.seed}, {args.commands}, "
           f"{time.monotonic() - start:.0f} s; total failures: {failures}")
     return 0
 

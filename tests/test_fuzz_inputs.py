@@ -31,8 +31,8 @@ def outcomes(tmp_path_factory):
                             kinds=fuzz_inputs.CI_KINDS)
 
 
-def classify(result, expect, skip=False):
-    return fuzz_inputs.classify(result, expect, PATH, 1, 60.0, skip)[0]
+def classify(result, expect, command="inference"):
+    return fuzz_inputs.classify(result, expect, PATH, 1, 60.0, command)[0]
 
 
 def test_a_clean_error_names_file_and_record():
@@ -68,19 +68,43 @@ def test_accepted_and_skipped_runs_need_the_right_windows():
     skipped = Result(0, stderr="WARNING:absl:skipped 1 corrupt record(s) or "
                      "file tail(s) in 1 of 1 file(s)\n", output=[{"a:0"}])
     assert classify(skipped, Expect("error", 0, frozenset({"a:0"})),
-                    skip=True) == "skipped"
+                    "skip") == "skipped"
     assert classify(Result(0, output=0.5), Expect("accept")) == "accepted"
     assert classify(Result(0, stdout="no MAP"), Expect("accept")) == "failure"
+    # beam: the cache's every window, one row, no top-K
+    assert classify(Result(0, output=[set(WINDOWS)]),
+                    Expect("accept", None, WINDOWS), "beam") == "accepted"
+    assert classify(Result(0, output=[{"a:0"}]),
+                    Expect("accept", None, WINDOWS), "beam") == "failure"
+    # finetune: a finite loss and a saved run
+    assert classify(Result(0, output=2.5), Expect("accept"), "finetune") == "accepted"
+    assert classify(Result(0, output=float("nan")), Expect("accept"),
+                    "finetune") == "failure"
+    assert classify(Result(0), Expect("accept"), "finetune") == "failure"
 
 
 def test_the_slice_runs_every_kind(outcomes):
     print(fuzz_inputs.report(outcomes, show_paths=False))
     assert {o.case.kind for o in outcomes} == set(fuzz_inputs.CI_KINDS)
+    assert {o.command for o in outcomes} == set(fuzz_inputs.COMMANDS)
     assert {o.outcome for o in outcomes} <= set(fuzz_inputs.OUTCOMES)
     assert {o.outcome for o in outcomes} >= {"clean_error", "skipped", "accepted"}
 
 
-def test_no_failures(outcomes):
+def assert_no_failure(outcomes):
     failures = [f"{o.case.kind} [{o.command}] {o.case.note}: {o.message}"
                 for o in outcomes if o.outcome == "failure"]
     assert not failures, "\n".join(failures)
+
+
+def test_no_failures(outcomes):
+    assert_no_failure(outcomes)
+
+
+@pytest.mark.heavy
+def test_a_hundred_cases_without_failure(tmp_path):
+    """Issue 13's CI-sized run (~400 s on 2 cores: over the suite's budget,
+    so heavy; the slice above runs every kind and command)."""
+    world = fuzz_inputs.build_world(str(tmp_path))
+    assert_no_failure(fuzz_inputs.fuzz(world, 100, 1, str(tmp_path / "cases"),
+                                       kinds=fuzz_inputs.CI_KINDS))

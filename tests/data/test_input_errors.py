@@ -132,6 +132,22 @@ def test_segment_label_outside_vocabulary_names_the_record(write_videos, label):
         read_all(dataset, [path])
 
 
+def test_segment_classes_read_from_records_check_the_vocabulary(write_videos):
+    """Fine-tuning without --segment_labels_file reads its classes from the
+    records: a label outside the vocabulary gave "the model has no output
+    for classes [...]", naming no file (found by the fuzz bench)."""
+    from yt8m_segments.data import classes
+    path = write_videos([good_video("fine", 10, segment_start_times=[0],
+                                    segment_labels=[1], segment_scores=[1.0]),
+                         good_video("vid1", 10, segment_start_times=[0],
+                                    segment_labels=[7], segment_scores=[1.0])])
+    assert classes.segment_label_ids_from_records(path, 8) == [1, 7]
+    with pytest.raises(reader.InputError,
+                       match=r"segment label id outside the 5-class vocabulary"
+                             r".*record: 1 video id: vid1"):
+        classes.segment_label_ids_from_records(path, 5)
+
+
 def float_labels(path, record):
     """Rewrites `path` with the labels of record `record` as floats."""
     examples = [tf.train.SequenceExample.FromString(r.numpy())

@@ -200,6 +200,20 @@ def test_bad_frame_fails_with_inference_message(world, tmp_path):
     assert not os.path.exists(tmp_path / "beam_bad" / cache.META)
 
 
+def test_feature_of_another_type_fails_with_inference_message(world, tmp_path):
+    """TF's parser names no record; both find it (found by the fuzz bench:
+    Beam gave TF's raw error)."""
+    path = _write_bad_file(tmp_path / "float-labels.tfrecord")
+    examples = [tf.train.SequenceExample.FromString(r.numpy())
+                for r in tf.data.TFRecordDataset(path)]
+    examples[1].context.feature["labels"].float_list.value.append(1.0)
+    records.write_records(path, examples)
+    expected = _inference_error(world, path, tmp_path)
+    assert expected == ("feature 'labels' holds float values, not int64 "
+                        f"file: {path} record: 1 video id: ok1")
+    assert expected in _beam_error(world, tmp_path / "beam_bad", pattern=path)
+
+
 def test_corrupt_record_fails_with_inference_message(world, tmp_path):
     path = _write_bad_file(tmp_path / "corrupt.tfrecord")
     data = bytearray(open(path, "rb").read())

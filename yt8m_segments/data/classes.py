@@ -5,7 +5,9 @@ import csv
 import tensorflow as tf
 
 from yt8m_segments import files
+from yt8m_segments.data import parsing
 from yt8m_segments.data import reader
+from yt8m_segments.data import records
 
 
 def read_segment_label_ids(path):
@@ -29,21 +31,32 @@ def read_segment_label_ids(path):
     return sorted(set(ids))
 
 
-def segment_label_ids_from_records(pattern, compression="auto",
+def segment_label_ids_from_records(pattern, vocabulary_size=records.NUM_CLASSES,
+                                   compression="auto",
                                    skip_corrupt_records=False):
     """Every `segment_labels` value seen in the validate records, sorted.
 
     Read as every command reads records (reader.record_dataset, batches
-    parsed in one op), so a corrupt or unreadable file is named the same way.
+    parsed in one op), so a corrupt or unreadable file, or a label outside
+    the vocabulary, is named the same way (file, record, video).
     """
     files = reader.list_files(pattern)
-    context = {"segment_labels": tf.io.RaggedFeature(tf.int64)}
+    context = {"id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+               "segment_labels": tf.io.RaggedFeature(tf.int64)}
+
+    def labels_of(paths, indices, serialized):
+        parsed = tf.io.parse_sequence_example(serialized,
+                                              context_features=context)[0]
+        labels = parsed["segment_labels"]
+        check = parsing.assert_records(
+            [parsing.label_problem(labels, vocabulary_size, "segment label")],
+            paths, indices, parsed["id"])
+        with tf.control_dependencies([check]):
+            return tf.identity(labels.flat_values)
+
     dataset = reader.record_dataset(
         files, compression=compression,
-        skip_corrupt_records=skip_corrupt_records).map(
-            lambda path, index, serialized: serialized).batch(256).map(
-            lambda batch: tf.io.parse_sequence_example(
-                batch, context_features=context)[0]["segment_labels"].flat_values)
+        skip_corrupt_records=skip_corrupt_records).batch(256).map(labels_of)
     seen = set()
     for labels in reader.iterate(dataset, files, compression):
         seen.update(labels.numpy().tolist())
@@ -53,8 +66,9 @@ def segment_label_ids_from_records(pattern, compression="auto",
 
 
 def resolve_segment_label_ids(segment_labels_file, data_pattern,
-                              **input_options):
-    """The file's classes when given, else those rated in the records."""
+                              **record_options):
+    """The file's classes when given, else those rated in the records
+    (segment_label_ids_from_records with `record_options`)."""
     if segment_labels_file:
         return read_segment_label_ids(segment_labels_file)
-    return segment_label_ids_from_records(data_pattern, **input_options)
+    return segment_label_ids_from_records(data_pattern, **record_options)

@@ -43,7 +43,9 @@ def any_per_record(flags, row_splits):
     return tf.gather(counts, row_splits[1:]) > tf.gather(counts, row_splits[:-1])
 
 
-def _label_problem(labels, num_classes, what="label"):
+def label_problem(labels, num_classes, what="label"):
+    """A check (assert_records) that ragged `labels` [B, None] lie in
+    [0, num_classes)."""
     outside = any_per_record(
         (labels.flat_values < 0) | (labels.flat_values >= num_classes),
         labels.row_splits)
@@ -104,11 +106,11 @@ def parse_frame_batch(files, indices, serialized, feature_spec,
         problems.append((tf.logical_not(wrong_size),
                          f"a '{name}' frame is not {size} bytes"))
     if num_classes is not None:
-        problems.append(_label_problem(context["labels"], num_classes))
+        problems.append(label_problem(context["labels"], num_classes))
     if with_segments:
         problems.extend(_segment_problems(context, num_frames))
         if num_classes is not None:
-            problems.append(_label_problem(context["segment_labels"],
+            problems.append(label_problem(context["segment_labels"],
                                            num_classes, "segment label"))
     checks = [assert_records(problems, files, indices, ids)]
 
@@ -155,7 +157,7 @@ def parse_video_level_batch(files, indices, serialized, feature_spec,
             f"feature '{name}' is missing or not {size} floats (video-level "
             "records are tf.train.Example with one float list per feature)"))
     if num_classes is not None:
-        problems.append(_label_problem(parsed["labels"], num_classes))
+        problems.append(label_problem(parsed["labels"], num_classes))
     with tf.control_dependencies([assert_records(problems, files, indices, ids)]):
         features = tf.concat(
             [tf.reshape(parsed[name].flat_values, [-1, size])

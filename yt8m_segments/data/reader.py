@@ -261,25 +261,32 @@ def _record_problem(data, key=None, expected=None):
     return None
 
 
-def describe_parse_error(files, message, compression="auto"):
-    """A message naming the first record TF's parser refused, or None.
+def locate_parse_error(message, records):
+    """A message naming the first of `records` ((path, record index,
+    serialized)) that TF's parser refused with `message`, or None.
 
-    Walks the files in order with protobuf (slow, but only once a parse has
-    failed): for a type mismatch, the first record whose named feature has
-    another type; for a malformed protobuf, the first that does not decode.
+    Protobuf reads each record (slow, but only once a parse has failed): for
+    a type mismatch, the first whose named feature has another type; for a
+    malformed protobuf, the first that does not decode.
     """
     mismatch = _TYPE_MISMATCH.search(message)
     if not mismatch and "Invalid protocol message" not in message:
         return None
     key, expected = mismatch.groups() if mismatch else (None, None)
-    for path in files:
-        for index, data, _ in walk_records(path, compression):
-            found = data is not None and _record_problem(data, key, expected)
-            if found:
-                problem, video_id = found
-                return (f"{problem} file: {path} record: {index} "
-                        f"video id: {video_id}")
+    for path, index, data in records:
+        found = _record_problem(data, key, expected)
+        if found:
+            problem, video_id = found
+            return (f"{problem} file: {path} record: {index} "
+                    f"video id: {video_id}")
     return None
+
+
+def describe_parse_error(files, message, compression="auto"):
+    """`locate_parse_error` over every good record of `files`, in order."""
+    return locate_parse_error(message, (
+        (path, index, data) for path in files
+        for index, data in good_records(path, compression)))
 
 
 def iterate(dataset, files, compression="auto"):

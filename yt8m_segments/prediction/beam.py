@@ -203,7 +203,11 @@ class ServingModelHandler(ModelHandler):
         except tf.errors.InvalidArgumentError as error:
             converted = input_error(error, batch)
             if converted is None:
-                raise
+                message = reader.locate_parse_error(
+                    error.message, (element[1:] for element in batch))
+                if message is None:
+                    raise
+                converted = reader.InputError(message)
             raise converted from None
 
         def strings(name):

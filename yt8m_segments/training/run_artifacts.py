@@ -74,8 +74,9 @@ class Run:
         if self.config.get("stage") == "finetune":
             return self.class_ids
         if data_pattern:
-            return classes.segment_label_ids_from_records(data_pattern,
-                                                          **input_options)
+            return classes.segment_label_ids_from_records(
+                data_pattern, vocabulary_size=len(self.class_ids),
+                **input_options)
         raise ValueError(
             f"{self.train_dir} predicts the whole vocabulary; name the segment "
             "classes with --segment_labels_file")

@@ -275,6 +275,7 @@ def _validate_fn(config, model, class_ids, feature_spec):
     segment_classes = (class_ids if config.stage == "finetune" else
                        classes.resolve_segment_label_ids(
                            config.segment_labels_file, ",".join(files),
+                           vocabulary_size=config.num_classes,
                            **config.input_options()))
     columns = [class_ids.index(c) for c in segment_classes]
     dataset = views.rated_segment_dataset(
@@ -322,6 +323,7 @@ def _train(config):
             feature_spec = pretrained.feature_spec
             class_ids = classes.resolve_segment_label_ids(
                 config.segment_labels_file, ",".join(files),
+                vocabulary_size=len(pretrained.class_ids),
                 **config.input_options())
             model, model_config_ = finetune_model(pretrained, class_ids)
             learning_rate = config.learning_rate or pretrained.config.get(
