@@ -125,6 +125,7 @@ def test_selection_from_refined_cache_equals_dense(tmp_path, monkeypatch, mode,
     if sample_rows:
         monkeypatch.setattr(submission, "SAMPLE_ROWS", sample_rows)
         monkeypatch.setattr(submission, "SAMPLE_RUN", 2)
+        monkeypatch.setattr(submission, "L2_SCORES", 30)  # steps of 2 rows
     opened, world = _cache_of_world(str(tmp_path / "c"))
     options = refine.RefineOptions(mode, topk=6, videos_per_class=4)
     np.testing.assert_array_equal(opened.segment_video_rows(), world[2])

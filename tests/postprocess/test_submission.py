@@ -52,6 +52,7 @@ def test_sampled_thresholds_and_fallback_passes_are_exact(monkeypatch, seed, dty
     rng = np.random.default_rng(seed)
     monkeypatch.setattr(submission, "SAMPLE_ROWS", 8)
     monkeypatch.setattr(submission, "SAMPLE_RUN", 2)
+    monkeypatch.setattr(submission, "L2_SCORES", 12)  # steps of 2 rows in a chunk
     passes = []
     real_pass = submission._pass
     monkeypatch.setattr(submission, "_pass", lambda *a: passes.append(1) or real_pass(*a))

@@ -26,6 +26,8 @@ _SUBMISSION_LINE_RE = re.compile(
 # stay under glibc's 32 MB mmap threshold, so they reuse heap pages instead of
 # faulting fresh ones in for every chunk.
 CHUNK_SCORES = 8 << 20
+# Scores compared at a time within a chunk (2 MB of float16 + 1 MB of mask).
+L2_SCORES = 1 << 20
 # Rows sampled, in runs of SAMPLE_RUN evenly spread (few reads, thousands of
 # videos), to set each class's first candidate threshold.
 SAMPLE_ROWS = 16384
@@ -164,16 +166,22 @@ def _candidates(scores, refiner, thresholds, bit_thresholds, start, stop):
     rows, keys), rows ascending within a class. Compared on the float bits
     where _bit_thresholds allows (keys only for the candidates)."""
     bits = _refined_bits(_read_rows(scores, start, stop), slice(start, stop), refiner)
-    if bit_thresholds is None:
-        reaching = _keys_of_bits(bits) >= thresholds
-    else:
-        _magnitudes(bits)  # the NaN check
-        reaching = bits >= bit_thresholds
-    dropped = None if refiner is None else refiner.dropped(slice(start, stop))
-    if dropped is not None:
-        np.greater(reaching, dropped, out=reaching)  # reaching and kept
-    flat = np.flatnonzero(reaching)
     num_classes = scores.shape[1]
+    flats = []
+    step = max(1, L2_SCORES // num_classes)
+    for first in range(0, len(bits), step):  # each step's temporaries in L2
+        part = bits[first:first + step]
+        if bit_thresholds is None:
+            reaching = _keys_of_bits(part) >= thresholds
+        else:
+            _magnitudes(part)  # the NaN check
+            reaching = part >= bit_thresholds
+        dropped = (None if refiner is None else
+                   refiner.dropped(slice(start + first, start + first + len(part))))
+        if dropped is not None:
+            np.greater(reaching, dropped, out=reaching)  # reaching and kept
+        flats.append(np.flatnonzero(reaching) + first * num_classes)
+    flat = np.concatenate(flats)
     # Float division is exact here (flat < 2**53, a remainder's fraction is far
     # above an ulp) and ~5x faster than int64 division.
     rows = (flat / num_classes).astype(np.int32 if scores.shape[0] < 2**31 else np.int64)
@@ -182,7 +190,8 @@ def _candidates(scores, refiner, thresholds, bit_thresholds, start, stop):
     order = np.argsort(classes, kind="stable")  # a radix sort: <= 16-bit classes
     offsets = np.concatenate([[0], np.cumsum(np.bincount(classes, minlength=num_classes))])
     rows += start
-    return offsets, rows[order], _keys_of_bits(bits.ravel()[flat[order]])
+    # Offsets as a list: a class's slices of 250 parts are Python-indexed.
+    return offsets.tolist(), rows[order], _keys_of_bits(bits.ravel()[flat[order]])
 
 
 def _pass(scores, refiner, thresholds, chunk_rows, pool):
@@ -207,7 +216,7 @@ def _select(scores, k, refiner, chunk_rows, memory_budget, pool):
     thresholds = _first_thresholds(scores, k, refiner)
     floor = dropped_key(thresholds.dtype) + 1
     parts = _pass(scores, refiner, thresholds, chunk_rows, pool)
-    counts = sum(np.diff(offsets) for offsets, _, _ in parts)
+    counts = sum(np.diff(offsets) for offsets, _, _ in parts)  # [C]
     holders = [parts] * len(thresholds)
     complete = thresholds == floor
     short = np.flatnonzero((counts < k) & ~complete)
@@ -319,13 +328,14 @@ def write_submission(path, segment_ids, scores, class_ids, k, chunk_rows=None,
         raise ValueError(f"{len(class_ids)} class ids for {scores.shape[1]} score columns")
     if len(np.unique(class_ids)) != len(class_ids):
         raise ValueError("class ids are not unique")
-    id_bytes = SegmentIdBytes(segment_ids)
-    with atomic_open(path, "wb") as handle:
+    with concurrent.futures.ThreadPoolExecutor(1) as side, \
+            atomic_open(path, "wb") as handle:
+        id_bytes = side.submit(SegmentIdBytes, segment_ids)  # during the pass
         handle.write(f"{SUBMISSION_HEADER}\n".encode())
         for _, lines in _top_k_blocks(
                 scores, k, np.argsort(class_ids, kind="stable"), refiner,
                 chunk_rows, memory_budget, workers,
-                lambda c, top: id_bytes.line(f"{class_ids[c]},", top)):
+                lambda c, top: id_bytes.result().line(f"{class_ids[c]},", top)):
             handle.write(b"".join(lines))
 
 
@@ -358,21 +368,22 @@ class SegmentIdBytes:
     PAD = 0xFF
 
     def __init__(self, segment_ids):
-        ids = np.asarray(segment_ids)
+        ids = np.ascontiguousarray(segment_ids)
         if ids.dtype.kind != "U":
             ids = ids.astype(str)
-        try:
-            encoded = ids.astype("S")  # ASCII, the usual case: a C cast
-        except UnicodeEncodeError:
+        codes = ids.view(np.uint32).reshape(len(ids), ids.dtype.itemsize // 4)
+        if codes.size and codes.max() >= 128:
             encoded = np.char.encode(ids, "utf-8")
-        lengths = np.char.str_len(encoded) + 1
-        width = max(16, -(-(encoded.dtype.itemsize + 1) // 16) * 16)
+            utf8 = encoded.view(np.uint8).reshape(len(ids), encoded.dtype.itemsize)
+            lengths = np.char.str_len(encoded)
+        else:  # ASCII, the usual case: a code point is its byte (~10x encode)
+            utf8, lengths = codes, np.char.str_len(ids)
+        width = max(16, -(-(utf8.shape[1] + 1) // 16) * 16)
         table = np.full((len(ids), width), self.PAD, dtype=np.uint8)
         table[:, 0] = ord(" ")
-        table[:, 1:encoded.dtype.itemsize + 1] = encoded.view(np.uint8).reshape(
-            len(ids), encoded.dtype.itemsize)
+        table[:, 1:utf8.shape[1] + 1] = utf8
         # Bytes past an id's length are padding (a NUL inside an id is kept).
-        table[np.arange(width) >= lengths[:, None]] = self.PAD
+        table[np.arange(width) > lengths[:, None]] = self.PAD
         self.items = table.view(np.dtype((np.void, width))).ravel()
 
     def line(self, prefix, rows):
