@@ -12,16 +12,19 @@ high scores on some of its segments; everything else is low noise.
 Then, each in a fresh child process (so ru_maxrss is that stage's own peak):
   read       one plain sequential read of segment_probs.npy (64K-row blocks)
   selection  refine (--refine=topk, 20) + per-class top-K + the CSV, the
-             project's path (submission.write_submission_from_cache)
+             project's path (submission.write_submission_from_cache: one
+             row-major pass keeping each class's pairs above a sampled
+             threshold, then ranking and byte-table formatting per class)
   heap       the starter code's method: each segment's top-20 classes pushed
              into 1000 Python heaps of size K, on the first --heap_fraction
              of the segments, extrapolated linearly to all of them (the
              starter's text round trip of the top-20 lists is not included,
              which flatters it)
 
-Peak memory is ru_maxrss of the child: resident pages, file-backed ones
-included if memory-mapped (the project reads the cache with plain file reads,
-so cached file pages stay in the kernel's page cache and do not count).
+Peak memory is the child's own high-water resident set (VmHWM; ru_maxrss
+would start at the parent's, which holds ~1.2 GB after generating): file-backed
+pages included if memory-mapped (the project reads the cache with plain file
+reads, so cached file pages stay in the kernel's page cache and do not count).
 Without --cold the cache files are usually still in the page cache after
 generation (24 GB machine); --cold drops them first (posix_fadvise DONTNEED).
 K defaults to round(100000 * N / 2062258) (docs/metric.md).
@@ -48,6 +51,15 @@ ALPHABET = np.array(list("0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def _peak_gb():
+    """This process's peak RSS. VmHWM is of its own address space; ru_maxrss
+    of an exec'd child starts at its parent's peak."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
@@ -212,7 +224,8 @@ def main():
     parser.add_argument("--k", type=int, default=None)
     parser.add_argument("--heap_fraction", type=float, default=0.02)
     parser.add_argument("--refine", default="topk")
-    parser.add_argument("--memory_budget_gb", type=float, default=2.0)
+    parser.add_argument("--memory_budget_gb", type=float, default=2.0,
+                        help="candidates held by selection's fallback passes")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--stages", default="read,selection,heap")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
