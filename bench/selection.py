@@ -130,18 +130,19 @@ def generate(cache_dir, scale, seed=0):
 def stage_read(cache_dir, args):
     from yt8m_segments.postprocess import cache
     reader = cache.NpyReader(os.path.join(cache_dir, cache.SEGMENT_PROBS))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     total = 0.0
     for _, rows in reader.row_blocks():
         total += float(rows[:, 0].astype(np.float32).sum())  # touch the data
-    return {"seconds": time.perf_counter() - start, "bytes": os.path.getsize(
-        reader.path)}
+    return {"seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu,
+            "bytes": os.path.getsize(reader.path)}
 
 
 def stage_selection(cache_dir, args):
     from yt8m_segments.postprocess import cache, refine, submission
     timings = {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     opened = cache.ProbabilityCache.open(cache_dir)
     timings["open (ids)"] = time.perf_counter() - start
     options = refine.RefineOptions(mode=args.refine)
@@ -157,7 +158,8 @@ def stage_selection(cache_dir, args):
     timings["refine + select + CSV"] = time.perf_counter() - t
     size = os.path.getsize(output)
     os.remove(output)
-    return {"seconds": time.perf_counter() - start, "parts": timings,
+    return {"seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu, "parts": timings,
             "csv_bytes": size}
 
 
@@ -171,7 +173,7 @@ def stage_heap(cache_dir, args):
     num_rows = max(1, round(reader.shape[0] * args.heap_fraction))
     with open(os.path.join(cache_dir, cache.SEGMENT_IDS)) as handle:
         segment_ids = [next(handle).rstrip("\n") for _ in range(num_rows)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     heaps = [[] for _ in class_ids]
     k = args.k
     top = 20
@@ -194,8 +196,10 @@ def stage_heap(cache_dir, args):
         ranked = sorted(heaps[c], reverse=True)
         lines.append(f"{class_ids[c]}," + " ".join(s for _, s in ranked))
     seconds = time.perf_counter() - start
+    scale = reader.shape[0] / num_rows
     return {"seconds": seconds, "fraction": num_rows / reader.shape[0],
-            "extrapolated_seconds": seconds * reader.shape[0] / num_rows}
+            "extrapolated_seconds": seconds * scale,
+            "cpu_seconds": (time.process_time() - cpu) * scale}
 
 
 STAGES = {"read": stage_read, "selection": stage_selection, "heap": stage_heap}
@@ -267,32 +271,38 @@ def main():
 
 
 def print_table(results, args, num_segments):
+    """Wall seconds beside CPU seconds: on a shared machine the CPU time is
+    the work, the wall time also what other processes took (load average)."""
     print()
     print(f"scale {args.scale}: {num_segments:,} segments x {NUM_CLASSES} classes, "
           f"K={args.k}, refine={args.refine}, {args.workers} workers, "
-          f"page cache {'dropped (--cold)' if args.cold else 'warm'}")
+          f"page cache {'dropped (--cold)' if args.cold else 'warm'}, "
+          f"load average {os.getloadavg()[1]:.1f} (5 min)")
     base = results.get("selection", {}).get("seconds")
     rows = []
     if "read" in results:
         r = results["read"]
         rows.append(("plain sequential read of the cache", r["seconds"], r["seconds"],
-                     r["peak_rss_gb"]))
+                     r["cpu_seconds"], r["peak_rss_gb"]))
     if "selection" in results:
         r = results["selection"]
         rows.append((f"refine({args.refine}) + select + CSV (this project)",
-                     r["seconds"], r["seconds"], r["peak_rss_gb"]))
+                     r["seconds"], r["seconds"], r["cpu_seconds"], r["peak_rss_gb"]))
         for name, seconds in r["parts"].items():
-            rows.append((f"  of which {name}", seconds, seconds, None))
+            rows.append((f"  of which {name}", seconds, seconds, None, None))
     if "heap" in results:
         r = results["heap"]
         rows.append((f"starter heaps, top-20/segment ({r['fraction']:.1%} measured)",
-                     r["seconds"], r["extrapolated_seconds"], r["peak_rss_gb"]))
+                     r["seconds"], r["extrapolated_seconds"], r["cpu_seconds"],
+                     r["peak_rss_gb"]))
     print(f"{'method':<58} {'measured s':>10} {'all rows s':>10} "
-          f"{'x selection':>11} {'peak RSS GB':>11}")
-    for name, measured, full, peak in rows:
+          f"{'x selection':>11} {'cpu s':>7} {'peak RSS GB':>11}")
+    for name, measured, full, cpu, peak in rows:
         ratio = f"{full / base:.2f}" if base else "-"
+        cpu_text = f"{cpu:.1f}" if cpu is not None else ""
         peak_text = f"{peak:.2f}" if peak is not None else ""
-        print(f"{name:<58} {measured:>10.1f} {full:>10.1f} {ratio:>11} {peak_text:>11}")
+        print(f"{name:<58} {measured:>10.1f} {full:>10.1f} {ratio:>11} "
+              f"{cpu_text:>7} {peak_text:>11}")
 
 
 if __name__ == "__main__":

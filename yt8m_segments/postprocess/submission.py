@@ -336,7 +336,8 @@ def write_submission(path, segment_ids, scores, class_ids, k, chunk_rows=None,
                 scores, k, np.argsort(class_ids, kind="stable"), refiner,
                 chunk_rows, memory_budget, workers,
                 lambda c, top: id_bytes.result().line(f"{class_ids[c]},", top)):
-            handle.write(b"".join(lines))
+            for line in lines:  # ~0.8 MB each: no joined copy of a block
+                handle.write(line)
 
 
 def write_submission_from_cache(path, cache, k, refine_options=None,
@@ -390,7 +391,7 @@ class SegmentIdBytes:
         """`<prefix><id> <id> ...\\n` of segment rows `rows`, as bytes."""
         items = self.items[rows].view(np.uint8)
         body = items[items != self.PAD]
-        return b"".join((prefix.encode(), body[1:].tobytes(), b"\n"))
+        return b"".join((prefix.encode(), memoryview(body)[1:], b"\n"))  # one copy
 
 
 def _lines(path):
