@@ -143,8 +143,9 @@ def _first_thresholds(scores, k, refiner):
     if want > len(keys):
         return np.full(keys.shape[1], floor, dtype=keys.dtype)
     # A sort, not np.partition: that takes ~10x longer on the sample's many
-    # equal keys (dropped pairs); int16 keys sort by radix.
-    kth = np.sort(keys, axis=0, kind="stable")[len(keys) - want]
+    # equal keys (dropped pairs); int16 keys sort by radix, a class's row at
+    # a time (transposed: contiguous).
+    kth = np.sort(keys.T, axis=1, kind="stable")[:, len(keys) - want]
     return np.maximum(kth, floor).astype(keys.dtype)
 
 
@@ -182,8 +183,9 @@ def _candidates(scores, refiner, thresholds, bit_thresholds, start, stop):
             np.greater(reaching, dropped, out=reaching)  # reaching and kept
         flats.append(np.flatnonzero(reaching) + first * num_classes)
     flat = np.concatenate(flats)
-    # Float division is exact here (flat < 2**53, a remainder's fraction is far
-    # above an ulp) and ~5x faster than int64 division.
+    # Float division floors exactly here (a quotient's fraction stays 1/C or
+    # more from the next integer, far above an ulp of the chunk's row count)
+    # and is ~5x faster than int64 division.
     rows = (flat / num_classes).astype(np.int32 if scores.shape[0] < 2**31 else np.int64)
     classes = (flat - rows * np.int64(num_classes)).astype(
         np.min_scalar_type(num_classes - 1))
