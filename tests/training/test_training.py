@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -106,6 +107,82 @@ def run_workers(args, train_dirs):
     assert [p.returncode for p in processes] == [0, 0], logs[0][-2000:]
     return logs
 
+
+
+# 48 videos in batches of 10: each epoch ends on a short batch of 8 (step 5).
+SHORT_LAST_BATCH = [*TINY, *DBOF, "--batch_size=10", "--num_epochs=2",
+                    "--checkpoint_every_steps=2", "--keep_checkpoints=10"]
+
+
+def weight_files(train_dir):
+    """{ckpt-N.weights.h5: its arrays} of a run."""
+    directory = train_dir / "checkpoints"
+    return {name: [np.asarray(w) for w in _h5_arrays(directory / name)]
+            for name in sorted(os.listdir(directory)) if name.endswith(".weights.h5")}
+
+
+def _h5_arrays(path):
+    import h5py
+    arrays = []
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda name, item: arrays.append(item[()])
+                          if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    train_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    run([*SHORT_LAST_BATCH, f"--train_data_pattern={data}/train-*.tfrecord",
+         f"--train_dir={train_dir}"])
+    return train_dir
+
+
+def test_a_resume_on_an_epochs_short_batch_ends_with_the_same_weights(
+        data, tmp_path, uninterrupted):
+    """Resumed from step 4, the run's first batch is the epoch's short one.
+    The train step was traced on the first batch's shape, so the resumed
+    process ran other graphs than the uninterrupted one and ended 1e-6 away
+    (found by bench/kill_points.py); it is now traced for any batch size."""
+    resumed = tmp_path / "resumed"
+    os.makedirs(resumed / "checkpoints")
+    for name in os.listdir(uninterrupted / "checkpoints"):
+        if name.startswith("ckpt-4."):
+            shutil.copy(uninterrupted / "checkpoints" / name, resumed / "checkpoints")
+    (resumed / "checkpoints" / "checkpoint").write_text(
+        'model_checkpoint_path: "ckpt-4"\nall_model_checkpoint_paths: "ckpt-4"\n')
+    log = run([*SHORT_LAST_BATCH, f"--train_data_pattern={data}/train-*.tfrecord",
+               f"--train_dir={resumed}"])
+    assert "at step 4" in log
+    for a, b in zip(weights(resumed), weights(uninterrupted)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_kill_at_a_checkpoint_leaves_its_weights_for_swa(
+        data, tmp_path, uninterrupted, monkeypatch):
+    """Killed after step 4's checkpoint but before its ckpt-4.weights.h5,
+    the rerun resumed from step 4 and never wrote them: swa missed the step
+    (found by bench/kill_points.py). The rerun now writes them from the
+    checkpoint it resumes from."""
+    killed = tmp_path / "killed"
+    args = [*SHORT_LAST_BATCH, f"--train_data_pattern={data}/train-*.tfrecord",
+            f"--train_dir={killed}"]
+    real = trainer_lib.atomic_path
+
+    def atomic_path(path):
+        if path.endswith("ckpt-4.weights.h5"):
+            raise KeyboardInterrupt("killed while writing step 4's weights")
+        return real(path)
+    monkeypatch.setattr(trainer_lib, "atomic_path", atomic_path)
+    with pytest.raises(KeyboardInterrupt):
+        run(args)
+    monkeypatch.undo()
+    run(args)
+    found, expected = weight_files(killed), weight_files(uninterrupted)
+    assert sorted(found) == sorted(expected)
+    for name in expected:
+        for a, b in zip(found[name], expected[name]):
+            np.testing.assert_array_equal(a, b)
 
 def test_strategies_train_as_one_device(data, tmp_path):
     """Batch norms (the DBoF's; dropout off, so only the statistics and the

@@ -128,14 +128,21 @@ class Trainer:
             with names_failed_writes(summaries):
                 self.writer = tf.summary.create_file_writer(summaries)
         self._train_step = self._make_train_step()
+        self._traced = False
 
     def restore(self):
         """Resume from the last checkpoint; returns whether there was one."""
         latest = self.manager.latest_checkpoint
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-            logging.info("resumed from %s at step %d", latest,
-                         int(self.step.numpy()))
+            step = int(self.step.numpy())
+            logging.info("resumed from %s at step %d", latest, step)
+            # Killed between the checkpoint and its weights file: this run
+            # goes on from here and would never write it, so swa missed the
+            # step (found by bench/kill_points.py). The restored raw weights
+            # are the step's.
+            if not tf.io.gfile.exists(weights_path(self.train_dir, step)):
+                self._save_weights(step)
         return bool(latest)
 
     def _make_train_step(self):
@@ -165,14 +172,40 @@ class Trainer:
                                         per_replica, axis=None)
         return train_step
 
+    def _trace_for_any_batch_size(self, element_spec, batch):
+        """Trace the train step once for every batch size, before the first
+        batch: traced on the first batch's shape, a run resumed on an epoch's
+        short last batch ran other graphs than an uninterrupted one, whose
+        float sums differ (1e-6 after a few steps; bench/kill_points.py).
+        The dataset's spec leaves the batch dimension open, and the frames'
+        width too, which is taken from `batch` (the last dimension, a width
+        or a class count, is the same in every batch). With several
+        replicas (per-replica specs) the step is traced as it comes."""
+        self._traced = True
+        if not all(isinstance(spec, tf.TensorSpec)
+                   for spec in tf.nest.flatten(element_spec)):
+            return
+
+        def width_known(spec, value):
+            shape = spec.shape
+            if shape.rank is not None and shape.rank >= 2 and shape[-1] is None:
+                shape = shape[:-1].concatenate([value.shape[-1]])
+            return tf.TensorSpec(shape, spec.dtype, spec.name)
+        self._train_step.get_concrete_function(
+            tf.nest.map_structure(width_known, element_spec, batch))
+
+    def _save_weights(self, step):
+        """ckpt-<step>.weights.h5, the raw weights swa averages (chief only)."""
+        if self.chief:
+            with atomic_path(weights_path(self.train_dir, step)) as tmp_path:
+                self.model.save_weights(tmp_path)
+
     def _save_checkpoint(self):
         step = int(self.step.numpy())
         with names_failed_writes(f"{self.manager.directory}/ckpt-{step}"):
             self.manager.save(checkpoint_number=step)
+        self._save_weights(step)
         if self.chief:
-            path = weights_path(self.train_dir, step)
-            with atomic_path(path) as tmp_path:
-                self.model.save_weights(tmp_path)
             kept = {int(p.rsplit("-", 1)[1]) for p in
                     self.manager.checkpoints}
             for old in tf.io.gfile.glob(weights_path(self.train_dir, "*")):
@@ -225,6 +258,8 @@ class Trainer:
             progress = keras.utils.Progbar(target, stateful_metrics=["loss"],
                                            verbose=1 if self.chief else 0)
             for batch in read(batches):
+                if not self._traced:
+                    self._trace_for_any_batch_size(batches.element_spec, batch)
                 loss = float(self._train_step(batch))
                 self.step.assign_add(1)
                 step = int(self.step.numpy())
