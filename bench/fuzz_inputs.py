@@ -46,6 +46,9 @@ be read, or `--segment_max_pred` of them where there are more; the files hold
   among the file's.
 - missing_id, empty_id, frame_counts, zero_frames, frame_bytes: error naming
   the record, in every command: the frames or the id cannot be read.
+- duplicate_id (a record given another's video id): inference, Beam and
+  eval refuse it naming the file and the video (each would rank and count
+  the video twice); fine-tuning may train on it.
 - labels_float (a label list of floats), label_negative, label_huge: eval
   reads labels, so an error naming the record. Inference reads no label (a
   test record has none): accepted with the unchanged result, or, for
@@ -102,9 +105,10 @@ SEGMENT_MAX_PRED = 50
 FRAMING = ("flip", "truncate", "length_field", "length_crc", "data_crc",
            "length_recrc")
 GZIP = ("gzip_truncate", "gzip_flip")
-SEMANTIC = ("missing_id", "empty_id", "labels_float", "label_negative",
-            "label_huge", "segment_lengths", "segment_off_grid",
-            "segment_score", "frame_counts", "zero_frames", "frame_bytes")
+SEMANTIC = ("missing_id", "empty_id", "duplicate_id", "labels_float",
+            "label_negative", "label_huge", "segment_lengths",
+            "segment_off_grid", "segment_score", "frame_counts", "zero_frames",
+            "frame_bytes")
 FILE = ("empty_file", "random_bytes", "text_file")
 # Too slow for CI (a 10,000-frame record; a process per run).
 BENCH_ONLY = ("long_video", "huge_length")
@@ -348,7 +352,7 @@ def read_output(command, result, output):
     if result.code != 0:
         return None
     if command == "finetune":
-        found = re.findall(r"step \d+: loss (\S+)", result.stderr)
+        found = re.findall(r"step \d+: loss ([^\s,]+)", result.stderr)
         saved = os.path.exists(os.path.join(output, "model.keras"))
         return float(found[-1]) if saved and found else None
     if command == "beam":
@@ -404,7 +408,8 @@ def classify(result, expect, path, num_classes, time_limit, command="inference")
     if found and int(found.group(1)):
         return "skipped", found.group(0)
     if isinstance(result.output, float):
-        return "accepted", f"MAP {result.output}"
+        what = "loss" if command == "finetune" else "MAP"
+        return "accepted", f"{what} {result.output}"
     return "accepted", f"{len(expect.segments)} windows"
 
 
@@ -601,7 +606,10 @@ def make_case(world, kind, index, seed, case_dir):
     runs, note = {}, kind
     if kind in FRAMING or kind == "huge_length":
         data, note, damaged, kept = _framing(kind, rng, payloads)
-        verdict = "accept" if damaged is None else "error"
+        # A cut at the first record boundary leaves a valid file of no
+        # record: as empty_file.
+        verdict = ("error" if damaged is not None
+                   else "accept" if kept else "either")
         runs["inference"] = runs["eval"] = Expect(verdict, damaged, readable(kept))
         # Nothing left to read: an error naming the file will do.
         runs["skip"] = Expect("accept" if kept else "either", None, readable(kept))
@@ -627,6 +635,18 @@ def make_case(world, kind, index, seed, case_dir):
         else:
             runs["inference"] = runs["eval"] = Expect("error", 0)
             runs["skip"] = Expect("either")
+    elif kind == "duplicate_id":
+        record, other = (int(r) for r in rng.choice(len(payloads), 2,
+                                                    replace=False))
+        video = decode(payloads[record])
+        video["video_id"] = decode(payloads[other])["video_id"]
+        payloads[record] = records.make_frame_example(**video).SerializeToString(
+            deterministic=True)
+        data = b"".join(map(frame, payloads))
+        note = f"record {record}: the id of record {other}"
+        runs["inference"] = runs["eval"] = Expect("error")
+        # Training on a video twice weighs it twice; nothing to refuse.
+        runs["finetune"] = Expect("either")
     else:
         record = int(rng.integers(len(payloads)))
         video = decode(payloads[record])
@@ -649,9 +669,10 @@ def make_case(world, kind, index, seed, case_dir):
     if "inference" in runs:
         runs["beam"] = runs["inference"]
     if split == "validate":
-        runs["finetune"] = runs["eval"]
+        runs.setdefault("finetune", runs["eval"])
     else:
         runs.pop("eval")
+        runs.pop("finetune", None)
     if kind not in SKIP_KINDS:
         runs.pop("skip", None)
     path = os.path.join(case_dir, f"case{index:04d}-{kind}-{split}.tfrecord")

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from test_end_to_end import TINY_MODEL, command
 from yt8m_segments.postprocess import cache
@@ -14,6 +15,7 @@ from yt8m_segments.postprocess import refine
 from yt8m_segments.postprocess import refine_choice
 from yt8m_segments.training import run_artifacts
 from yt8m_segments.postprocess import submission
+from yt8m_segments.data import reader
 from yt8m_segments.data import synthetic
 from yt8m_segments.data import views
 
@@ -186,3 +188,26 @@ def test_shard_files_and_progress():
     assert progress.rate() == 25.0
     assert progress.eta_seconds() == pytest.approx(4.0 * 7)
     assert "files 3/10" in progress.line() and "25 segments/s" in progress.line()
+
+
+def test_a_video_id_twice_in_the_input_is_an_error(world, tmp_path):
+    """Twice in one file or in two: every rank and count would take it
+    twice, silently (issue 13's fuzzed case)."""
+    first, second = world["files"][:2]
+    raw = [r.numpy() for r in tf.data.TFRecordDataset(first)]
+    video_id = tf.train.SequenceExample.FromString(raw[0]).context.feature[
+        "id"].bytes_list.value[0].decode()
+    twice = str(tmp_path / "twice.tfrecord")
+    with tf.io.TFRecordWriter(twice) as writer:
+        for data in raw + raw[:1]:
+            writer.write(data)
+    with pytest.raises(reader.InputError, match=(
+            f"video id {video_id} appears more than once in {twice}$")):
+        _build(world, tmp_path / "one_file", [twice])
+    copy = str(tmp_path / "copy.tfrecord")
+    with tf.io.TFRecordWriter(copy) as writer:
+        writer.write(raw[0])
+    with pytest.raises(reader.InputError, match=(
+            f"video id {video_id} appears in two input files: {first} and "
+            f"{copy}$")):
+        _build(world, tmp_path / "two_files", [first, second, copy])

@@ -14,6 +14,7 @@ import re
 import struct
 import zlib
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -197,6 +198,16 @@ def describe_files(files, most=3):
     if len(files) <= most:
         return ", ".join(files) or "no file"
     return f"{', '.join(files[:most])} and {len(files) - most} more"
+
+
+def check_unique_segments(segment_ids, files):
+    """An InputError naming the video whose id the input holds twice (its
+    segment ids repeat): every count and rank would take it twice."""
+    unique, counts = np.unique(np.asarray(segment_ids, str), return_counts=True)
+    if len(unique) < len(segment_ids):
+        video_id = str(unique[counts > 1][0]).rpartition(":")[0]
+        raise InputError(f"video id {video_id} appears more than once in "
+                         f"{describe_files(files)}")
 
 
 def scan_file(path, compression="auto"):

@@ -277,11 +277,16 @@ class WriteShard(beam.DoFn):
         shard, parts = element
         num_segments = num_videos = 0
         class_ids = video_class_ids = None
+        segment_ids = []
         for part in parts:
             num_segments += len(part["segment_id"])
+            segment_ids.append(part["segment_id"])
             num_videos += len(part["video_id"])
             class_ids = part["class_ids"]
             video_class_ids = part.get("video_class_ids")
+        reader.check_unique_segments(
+            np.concatenate(segment_ids) if segment_ids else [],
+            self._files[shard::self._num_shards])
         has_videos = video_class_ids is not None
         path = shard_path(self._cache_dir, shard, self._num_shards)
         remote = is_remote(path)
@@ -415,6 +420,10 @@ def run_pipeline(export_dir, input_data_pattern, cache_dir, num_shards=1,
         return cache_dir
     if num_shards > 1 and not merge:
         return os.path.join(os.path.abspath(cache_dir), SHARDS)
+    if not os.path.exists(os.path.join(cache_dir, cache.META)):
+        # No record reached a shard: the pipeline wrote nothing.
+        raise ValueError("the input holds no segment to predict: "
+                         f"{reader.describe_files(list_files(input_data_pattern))}")
     opened = cache.ProbabilityCache.open(os.path.abspath(cache_dir))
     return (f"{opened.path}: {opened.shape[0]} segments x "
             f"{opened.shape[1]} classes")

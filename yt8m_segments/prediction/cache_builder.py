@@ -243,11 +243,21 @@ def assemble_cache(cache_dir, files, part_meta_dict, extra_meta):
     """The parts of `files` (in order) into the cache in `cache_dir`."""
     parts = [part_path(cache_dir, f) for f in files]
     num_segments = num_videos = 0
-    for part in parts:
+    file_of = {}  # video id -> the input file that holds it
+    for path, part in zip(files, parts):
         with np.load(part, allow_pickle=False) as data:
-            num_segments += len(data["segment_ids"])
+            ids = data["segment_ids"]
+            num_segments += len(ids)
+            # (np.char.rpartition fails on an empty array)
+            videos = (np.unique(np.char.rpartition(ids, ":")[:, 0]).tolist()
+                      if len(ids) else [])
             if part_meta_dict["video_fingerprint"]:
                 num_videos += len(data["video_ids"])
+        for video_id in videos:
+            if file_of.setdefault(video_id, path) != path:
+                raise reader.InputError(
+                    f"video id {video_id} appears in two input files: "
+                    f"{file_of[video_id]} and {path}")
     if not num_segments:
         raise ValueError("the input holds no segment to predict: "
                          f"{reader.describe_files(files)}")

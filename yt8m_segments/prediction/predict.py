@@ -82,7 +82,9 @@ class Predictor:
             return (np.array([], dtype=str),
                     np.zeros((0, self.num_columns), np.float16),
                     {key: np.array([]) for key in extra_keys})
-        return (np.concatenate(ids).astype(str), np.concatenate(chunks),
+        ids = np.concatenate(ids).astype(str)
+        reader.check_unique_segments(ids, files)
+        return (ids, np.concatenate(chunks),
                 {key: np.concatenate(values) for key, values in extras.items()})
 
 

@@ -51,6 +51,7 @@ def rated_segment_map(model, dataset, files, class_ids, columns, k,
         raise ValueError("no rated segment to validate on in "
                          f"{reader.describe_files(files)}")
     segment_ids = np.concatenate(ids).astype(str)
+    reader.check_unique_segments(segment_ids, files)
     ground_truth = ground_truth_from_ratings(
         segment_ids, np.concatenate(labels), np.concatenate(rated), class_ids)
     ranked = metrics.ranked_from_scores(segment_ids, np.concatenate(scores),
