@@ -62,6 +62,10 @@ def test_each_video_is_one_frame_of_its_feature_means(write_video_level):
     ({"mean_rgb": np.zeros(1000), "mean_audio": np.zeros(128)}, [1],
      "feature 'mean_rgb' is missing or not 1024 floats"),
     (means(0), [10], "label id outside the 10-class vocabulary"),
+    ({**means(0), "mean_rgb": np.full(1024, np.nan)}, [1],
+     "feature 'mean_rgb' holds NaN or infinity"),
+    ({**means(0), "mean_audio": np.r_[np.zeros(127), np.inf]}, [1],
+     "feature 'mean_audio' holds NaN or infinity"),
 ])
 def test_bad_video_level_record_names_file_record_and_video(
         write_video_level, features, labels, message):

@@ -141,8 +141,8 @@ def parse_video_level_batch(files, indices, serialized, feature_spec,
     features concatenated in `feature_spec` order.
 
     Fails, naming file and record, on: a missing id, a feature missing or
-    not of its size (a frame-level record read here has none), a label id
-    outside [0, num_classes).
+    not of its size (a frame-level record read here has none), a NaN or
+    infinite feature value, a label id outside [0, num_classes).
     """
     spec = {"id": tf.io.FixedLenFeature([], tf.string, default_value=""),
             "labels": tf.io.RaggedFeature(tf.int64)}
@@ -156,6 +156,12 @@ def parse_video_level_batch(files, indices, serialized, feature_spec,
             tf.equal(parsed[name].row_lengths(), size),
             f"feature '{name}' is missing or not {size} floats (video-level "
             "records are tf.train.Example with one float list per feature)"))
+        # One NaN would turn every weight it reaches into NaN, silently.
+        problems.append((
+            tf.logical_not(any_per_record(
+                tf.logical_not(tf.math.is_finite(parsed[name].flat_values)),
+                parsed[name].row_splits)),
+            f"feature '{name}' holds NaN or infinity"))
     if num_classes is not None:
         problems.append(label_problem(parsed["labels"], num_classes))
     with tf.control_dependencies([assert_records(problems, files, indices, ids)]):
