@@ -62,6 +62,11 @@ be read, or `--segment_max_pred` of them where there are more; the files hold
   result, or an error naming the file.
 - random_bytes, text_file (not TFRecord at all): error naming record 0; with
   --skip_corrupt_records, skipped (nothing left) or an error naming the file.
+- video_flip, video_nan, video_size, video_label (a 2018 video-level
+  record file: bytes flipped; a NaN or infinite mean_rgb/mean_audio value;
+  a feature cut short; a label outside the 100-class vocabulary): eval
+  --eval_metric=gap --frame_features=false must name the damaged record
+  (a flip the framing survives, none: accepted with a GAP in [0, 1]).
 - long_video (bench only: slow): one record of 10,000 frames (the format has
   at most 300): accepted with --segment_max_pred of its and the others'
   windows, or an error naming the record.
@@ -110,9 +115,12 @@ SEMANTIC = ("missing_id", "empty_id", "duplicate_id", "labels_float",
             "segment_off_grid", "segment_score", "frame_counts", "zero_frames",
             "frame_bytes")
 FILE = ("empty_file", "random_bytes", "text_file")
+# 2018 video-level records (tf.train.Example of feature means), read by eval
+# --eval_metric=gap --frame_features=false.
+VIDEO_LEVEL = ("video_flip", "video_nan", "video_size", "video_label")
 # Too slow for CI (a 10,000-frame record; a process per run).
 BENCH_ONLY = ("long_video", "huge_length")
-CI_KINDS = FRAMING + GZIP + SEMANTIC + FILE
+CI_KINDS = FRAMING + GZIP + SEMANTIC + FILE + VIDEO_LEVEL
 KINDS = CI_KINDS + BENCH_ONLY
 SEGMENT_KINDS = ("segment_lengths", "segment_off_grid", "segment_score")
 # Run with --skip_corrupt_records too.
@@ -230,7 +238,8 @@ def build_world(work_dir, seed=0):
     data = os.path.join(work_dir, "data")
     synthetic.generate(data, 16, 8, 8, seed=seed, num_classes=100,
                        num_active_classes=6, num_segment_classes=3,
-                       min_frames=10, max_frames=25, num_files_per_split=1)
+                       min_frames=10, max_frames=25, num_files_per_split=1,
+                       video_level=True)
     pretrain, finetune = (os.path.join(work_dir, n) for n in ("pretrain", "finetune"))
     with cli.captured_output():
         cli.run_in_process("yt8m_segments.train", train_args(
@@ -254,6 +263,10 @@ def build_world(work_dir, seed=0):
         videos = map(decode, payloads[split])
         windows[split] = [window_ids(v["video_id"], len(v["features"]["rgb"]))
                           for v in videos]
+    path = os.path.join(data, "train_video-00000-of-00001.tfrecord")
+    payloads["train_video"] = [
+        tf.train.Example.FromString(r.numpy()).SerializeToString(
+            deterministic=True) for r in tf.data.TFRecordDataset(path)]
     world = World(data, finetune, pretrain,
                   os.path.join(work_dir, "export", "1"), payloads, windows, 0)
     baseline = run_command(world, "inference", os.path.join(data, "test-*"),
@@ -267,7 +280,7 @@ def build_world(work_dir, seed=0):
 
 # command -> (module, what it reads)
 COMMANDS = {"inference": "inference", "skip": "inference", "eval": "eval",
-            "finetune": "train", "beam": "beam_inference"}
+            "finetune": "train", "beam": "beam_inference", "gap": "eval"}
 
 
 def command_args(world, command, path, output):
@@ -279,6 +292,10 @@ def command_args(world, command, path, output):
     if command == "beam":
         return [f"--saved_model_dir={world.saved_model_dir}",
                 f"--input_data_pattern={path}", f"--cache_dir={output}"]
+    if command == "gap":
+        return [f"--train_dir={world.pretrain_dir}", "--eval_metric=gap",
+                "--frame_features=false", "--num_classes=100",
+                f"--eval_data_pattern={path}"]
     args = [f"--train_dir={world.finetune_dir}",
             f"--segment_max_pred={SEGMENT_MAX_PRED}"]
     if command == "eval":
@@ -346,8 +363,9 @@ def read_output(command, result, output):
     """eval: its MAP (None without a MAP line); inference: one set of
     segment ids per class row of the submission; beam: the cache's segment
     ids, as one row; finetune: its final loss (None without a saved run)."""
-    if command == "eval":
-        found = re.search(r"^MAP@\d+ (\S+)$", result.stdout, re.M)
+    if command in ("eval", "gap"):
+        metric = "GAP" if command == "gap" else "MAP"
+        found = re.search(rf"^{metric}@\d+ (\S+)$", result.stdout, re.M)
         return float(found.group(1)) if found else None
     if result.code != 0:
         return None
@@ -408,7 +426,7 @@ def classify(result, expect, path, num_classes, time_limit, command="inference")
     if found and int(found.group(1)):
         return "skipped", found.group(0)
     if isinstance(result.output, float):
-        what = "loss" if command == "finetune" else "MAP"
+        what = {"finetune": "loss", "gap": "GAP"}.get(command, "MAP")
         return "accepted", f"{what} {result.output}"
     return "accepted", f"{len(expect.segments)} windows"
 
@@ -595,6 +613,8 @@ def make_case(world, kind, index, seed, case_dir):
     """Case `index` of `kind`: its file written to `case_dir`, and what each
     run must give. Seeded by (seed, index) alone."""
     rng = np.random.default_rng([seed, index])
+    if kind in VIDEO_LEVEL:
+        return _video_level_case(world, kind, index, rng, case_dir)
     split = ("validate" if kind in SEGMENT_KINDS
              else str(rng.choice(["test", "validate"])))
     payloads, windows = list(world.payloads[split]), world.windows[split]
@@ -679,6 +699,37 @@ def make_case(world, kind, index, seed, case_dir):
     with open(path, "wb") as handle:
         handle.write(data)
     return Case(index, kind, split, path, note, runs)
+
+
+def _video_level_case(world, kind, index, rng, case_dir):
+    """A mutated 2018 video-level file; `gap` must name the damaged record."""
+    payloads = list(world.payloads["train_video"])
+    if kind == "video_flip":
+        data, note, damaged, _ = _framing("flip", rng, payloads)
+    else:
+        damaged = int(rng.integers(len(payloads)))
+        example = tf.train.Example.FromString(payloads[damaged])
+        feature = example.features.feature
+        name = str(rng.choice(["mean_rgb", "mean_audio"]))
+        values = feature[name].float_list.value
+        if kind == "video_nan":
+            values[int(rng.integers(len(values)))] = float(
+                rng.choice([np.nan, np.inf, -np.inf]))
+        elif kind == "video_size":
+            del values[int(rng.integers(len(values))):]
+        else:
+            feature["labels"].int64_list.value.append(
+                int(rng.choice([-1, 100, 2 ** 40])))
+            name = "labels"
+        payloads[damaged] = example.SerializeToString(deterministic=True)
+        data = b"".join(map(frame, payloads))
+        note = f"record {damaged}: {kind} in {name}"
+    path = os.path.join(case_dir, f"case{index:04d}-{kind}-train_video.tfrecord")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return Case(index, kind, "train_video", path, note,
+                {"gap": Expect("accept" if damaged is None else "error",
+                               damaged)})
 
 
 def run_case(world, case, time_limit):
