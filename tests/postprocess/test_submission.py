@@ -70,6 +70,18 @@ def test_sampled_thresholds_and_fallback_passes_are_exact(monkeypatch, seed, dty
             assert len(passes) == 1 + num_classes  # every class misjudged
 
 
+@pytest.mark.parametrize("nan_bits", [0x7E00, 0xFE01])
+def test_a_nan_outside_the_sample_is_refused(monkeypatch, nan_bits):
+    monkeypatch.setattr(submission, "SAMPLE_ROWS", 4)
+    monkeypatch.setattr(submission, "SAMPLE_RUN", 2)
+    scores = np.ones((50, 3), np.float16)
+    scores.view(np.uint16)[25, 1] = nan_bits  # +NaN, or -NaN (its sign bit set)
+    assert 25 not in np.concatenate([np.arange(a, b) for a, b in
+                                     submission._sample_runs(50)])
+    with pytest.raises(ValueError, match="NaN"):
+        submission.top_k_per_class(scores, 5, chunk_rows=10)
+
+
 def test_top_k_rejects_bad_input():
     with pytest.raises(ValueError, match="NaN"):
         submission.top_k_per_class(np.array([[1.0], [np.nan]]), 1)

@@ -69,6 +69,13 @@ def _magnitudes(bits):
     return magnitudes
 
 
+def _check_no_nan(bits):
+    """_magnitudes' NaN check, by two reductions and no copy where no score
+    is negative (probabilities)."""
+    if bits.size and (bits.max() > _INF_BITS[bits.dtype] or bits.min() < 0):
+        _magnitudes(bits)
+
+
 def _keys_of_bits(bits):
     """Sign-magnitude float bits -> two's complement: the signed key."""
     sign = bits >> (8 * bits.itemsize - 1)  # 0, or -1 for a negative
@@ -175,7 +182,7 @@ def _candidates(scores, refiner, thresholds, bit_thresholds, start, stop):
         if bit_thresholds is None:
             reaching = _keys_of_bits(part) >= thresholds
         else:
-            _magnitudes(part)  # the NaN check
+            _check_no_nan(part)
             reaching = part >= bit_thresholds
         dropped = (None if refiner is None else
                    refiner.dropped(slice(start + first, start + first + len(part))))
@@ -192,8 +199,9 @@ def _candidates(scores, refiner, thresholds, bit_thresholds, start, stop):
     order = np.argsort(classes, kind="stable")  # a radix sort: <= 16-bit classes
     offsets = np.concatenate([[0], np.cumsum(np.bincount(classes, minlength=num_classes))])
     rows += start
+    keys = _keys_of_bits(bits.ravel()[flat])  # in flat order: a streaming gather
     # Offsets as a list: a class's slices of 250 parts are Python-indexed.
-    return offsets.tolist(), rows[order], _keys_of_bits(bits.ravel()[flat[order]])
+    return offsets.tolist(), rows[order], keys[order]
 
 
 def _pass(scores, refiner, thresholds, chunk_rows, pool):
