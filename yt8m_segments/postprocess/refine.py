@@ -19,7 +19,7 @@ Work is by blocks of segment rows, as selection reads a cache (row-major), so
 no second N x C float32 matrix ever exists; filters alone only mark dropped
 pairs (selection then ranks float16 bits as integers), fusion gives float32
 scores per block. The per-(video, class) drop matrix is [V, C] bool (90 MB at
-the real test set's 89,506 x 1000), built with tf.math.top_k over blocks of
+the real test set's 89,506 x 1000), built with top_columns over blocks of
 videos (topk) or of classes (video_num).
 
 `ranked_from_cache` gives the class lists a refined cache submits, the
@@ -155,7 +155,7 @@ class Refiner:
     state is [V, C] (rows of videos, as selection reads segments row-major):
     the dropped mask (90 MB at the real test set's 89,506 x 1000) and, for
     fusion, the video probabilities as float16 bits (179 MB). Video
-    probabilities are ranked through integer order keys with tf.math.top_k
+    probabilities are ranked through integer order keys with top_columns
     (stable: the lower index wins a tie).
     """
 
