@@ -22,6 +22,8 @@ is the same whatever --kills says), and
    (`leftover`; those seen right after the kill are reported, not failures,
    when the rerun removes them). TMPDIR points into the location, so the
    system temporary files a killed job strands are seen too.
+Every process runs a copy of the package taken at the start
+(`freeze_package`), so edits made to the tree meanwhile change nothing.
 
 Comparison is by content, file by file (`digest`): bytes, except where a
 file holds a time or a process's identity: `.npz` parts and `.h5` weights by
@@ -625,10 +627,7 @@ def report(results, seconds, comparisons):
     lines.insert(1, "-" * len(lines[0]))
     lines += ["", "reference wall time (s): " + ", ".join(
         f"{name} {s:.1f}" for name, s in seconds.items())]
-    for k in everything:
-        for kind, detail in k.failures:
-            lines.append(f"FAILURE {k.job} kill {k.index} at {k.delay:.2f} s: "
-                         f"{kind}: {detail}")
+    lines += failure_lines(everything)
     for name, kills in results.items():
         seen = collections.Counter(re.sub(r"(tmp-|ckpt-)\d+(-[0-9a-f]+)?", r"\1N", rel)
                                    for k in kills for rel in k.temporaries)
@@ -643,9 +642,30 @@ def report(results, seconds, comparisons):
     return "\n".join(lines)
 
 
+def failure_lines(kills):
+    return [f"FAILURE {k.job} kill {k.index} at {k.delay:.2f} s: {kind}: {detail}"
+            for k in kills for kind, detail in k.failures]
+
+
 def _stray_kind(rel):
     """A TMPDIR file's name with its random part left out."""
     return re.sub(r"(__autograph_generated_file|yt8m_\w+?_|tmp)\w+", r"\1*", rel)
+
+
+def freeze_package(workdir):
+    """Run every job on a copy of the package as it is now (PYTHONPATH, ahead
+    of the installed one): a tree others edit while the bench runs would
+    otherwise change the code between a job's reference and its kills (an
+    edit of layers/batch_norm.py mid-job made every later run of a training
+    job differ from its reference)."""
+    import yt8m_segments  # pylint: disable=import-outside-toplevel
+    package = os.path.join(workdir, "package")
+    shutil.rmtree(package, ignore_errors=True)
+    shutil.copytree(os.path.dirname(yt8m_segments.__file__),
+                    os.path.join(package, "yt8m_segments"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [package, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def main(argv=None):
@@ -668,6 +688,7 @@ def main(argv=None):
     begin = time.monotonic()
     results, seconds = {}, {}
     try:
+        freeze_package(workdir)
         world_dir = os.path.join(workdir, "world")
         if os.path.exists(os.path.join(world_dir, "done")):
             world = World(world_dir)  # a kept --workdir's
@@ -679,7 +700,8 @@ def main(argv=None):
             seconds[name], results[name] = run_job(JOBS[name], world, workdir,
                                                    args.kills, args.seed)
             print(f"{name}: {sum(not k.failures for k in results[name])} of "
-                  f"{len(results[name])} kills survived", flush=True)
+                  f"{len(results[name])} kills survived", *failure_lines(results[name]),
+                  sep="\n", flush=True)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
