@@ -184,6 +184,28 @@ def test_a_kill_at_a_checkpoint_leaves_its_weights_for_swa(
         for a, b in zip(found[name], expected[name]):
             np.testing.assert_array_equal(a, b)
 
+
+def test_a_listed_checkpoint_is_never_rewritten(data, tmp_path, monkeypatch):
+    """The last step's checkpoint was saved by the loop and again at the
+    end, in place, while TF's state file already listed it: a kill in the
+    rewrite tore the checkpoint a rerun restores (found by
+    bench/kill_points.py). A rerun of the finished run saves none."""
+    saved = []
+    real = tf.train.CheckpointManager.save
+
+    def save(manager, checkpoint_number=None, **kwargs):
+        saved.append(checkpoint_number)
+        return real(manager, checkpoint_number=checkpoint_number, **kwargs)
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
+    args = [*TINY, *LINEAR, "--checkpoint_every_steps=2",
+            f"--train_data_pattern={data}/train-*.tfrecord", f"--train_dir={tmp_path}/run"]
+    run([*args, "--max_steps=4"])
+    assert saved == [2, 4]
+    run([*args, "--max_steps=4"])
+    assert saved == [2, 4]
+    run([*args, "--max_steps=5"])  # a last step off the grid
+    assert saved == [2, 4, 5]
+
 def test_strategies_train_as_one_device(data, tmp_path):
     """Batch norms (the DBoF's; dropout off, so only the statistics and the
     batches can differ), the training files read in order (--noshuffle), so

@@ -292,7 +292,13 @@ class Trainer:
                 self.eval_every_steps
                 and int(self.step.numpy()) % self.eval_every_steps == 0):
             self._validate()
-        self._save_checkpoint()
+        # Not again where the loop (or the run this one resumes) saved this
+        # step: TF rewrites a checkpoint in place, so a kill in the rewrite
+        # tore one the state file already listed, the one a rerun restores
+        # (found by bench/kill_points.py).
+        if self.manager.latest_checkpoint != os.path.join(
+                self.manager.directory, f"ckpt-{int(self.step.numpy())}"):
+            self._save_checkpoint()
         self.writer.flush()
         checksum = sum(float(np.sum(np.asarray(v, np.float64)))
                        for v in self.model.get_weights())
