@@ -666,6 +666,9 @@ def freeze_package(workdir):
                     ignore=shutil.ignore_patterns("__pycache__"))
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [package, *filter(None, [os.environ.get("PYTHONPATH")])])
+    # `python -m` would put the working directory first, which from a
+    # checkout is the live package (the first full run's segment_cache row).
+    os.environ["PYTHONSAFEPATH"] = "1"
 
 
 def main(argv=None):
@@ -684,7 +687,7 @@ def main(argv=None):
     unknown = sorted(set(names) - set(JOBS))
     if unknown:
         parser.error(f"unknown jobs {unknown}; choose among {', '.join(JOBS)}")
-    workdir = args.workdir or tempfile.mkdtemp(prefix="kill_points_")
+    workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="kill_points_"))
     begin = time.monotonic()
     results, seconds = {}, {}
     try:
