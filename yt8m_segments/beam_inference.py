@@ -47,6 +47,8 @@ URL shards are not merged by the pipeline (copy them to one machine and run
 TensorFlow and Beam read.
 """
 
+import logging
+
 from absl import app
 from absl import flags
 
@@ -74,6 +76,9 @@ def main(argv):
     for name in ("saved_model_dir", "input_data_pattern", "cache_dir"):
         if not FLAGS[name].value:
             raise app.UsageError(f"--{name} is required")
+    # Beam logs a failing DoFn's traceback before the error reaches the
+    # command, which prints it in one line.
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     print(beam.run_pipeline(FLAGS.saved_model_dir, FLAGS.input_data_pattern,
                             FLAGS.cache_dir, FLAGS.num_shards,
                             FLAGS.serving_batch_size, FLAGS.merge,

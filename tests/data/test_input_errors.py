@@ -233,3 +233,14 @@ def test_length_past_the_end_is_refused_before_tensorflow_reads_it(
                        match=rf"{path}, record 1: .*skip_corrupt_records"):
         read_all(views.test_segment_dataset(path, SPEC, 8), [path])
     assert reader.past_the_end(write_videos([good_video("ok")], "ok"), "") == ""
+
+
+def test_a_file_shorter_than_a_header_is_corrupt_not_empty(tmp_path):
+    """TensorFlow reads a file of under 12 bytes as holding no record (found
+    by the fuzz bench: random bytes gave 'the input holds no segment')."""
+    path = str(tmp_path / "short.tfrecord")
+    open(path, "wb").write(b"\x07" * 7)
+    with pytest.raises(reader.CorruptRecordError, match=(
+            rf"corrupt record in {path}, record 0: truncated file \(partial "
+            r"header\) \(pass --skip_corrupt_records")):
+        read_all(views.test_segment_dataset(path, SPEC, 8), [path])

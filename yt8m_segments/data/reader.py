@@ -22,6 +22,8 @@ from yt8m_segments import files as files_lib
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _MASK_DELTA = 0xA282EAD8
+# Ends every corrupt-record message.
+SKIP_HINT = " (pass --skip_corrupt_records to skip such records)"
 
 
 class InputError(ValueError):
@@ -160,7 +162,7 @@ def walk_records(path, compression="auto"):
 
 def past_the_end(path, compression):
     """A message naming the first record whose length runs past the end of an
-    uncompressed local file, or "".
+    uncompressed local file (or a header cut short), or "".
 
     TensorFlow's reader allocates a record's stated length before reading it:
     a length of 2^40 with a valid checksum crashes the process (SIGSEGV).
@@ -186,9 +188,12 @@ def past_the_end(path, compression):
             offset += 16 + length
             if offset > size:
                 return (f"corrupt record in {path}, record {index}: record "
-                        f"length {length} runs past the end of the file "
-                        "(pass --skip_corrupt_records to skip such records)")
+                        f"length {length} runs past the end of the file"
+                        f"{SKIP_HINT}")
             index += 1
+    if offset < size:  # TensorFlow reads a file of under 12 bytes as empty
+        return (f"corrupt record in {path}, record {index}: truncated file "
+                f"(partial header){SKIP_HINT}")
     return ""
 
 
@@ -313,8 +318,7 @@ def iterate(dataset, files, compression="auto"):
     except tf.errors.DataLossError as error:
         message = describe_corruption(files, compression) or str(error)
         raise CorruptRecordError(
-            f"{message} (pass --skip_corrupt_records to skip such records)"
-        ) from error
+            f"{message}{SKIP_HINT}") from error
     except (tf.errors.PermissionDeniedError, tf.errors.NotFoundError) as error:
         message = files_lib.unreadable(error.message)
         if not message:

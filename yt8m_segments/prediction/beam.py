@@ -23,6 +23,7 @@ try:
     from apache_beam.ml.inference.base import ModelHandler
     from apache_beam.ml.inference.base import RunInference
     from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.options.pipeline_options import StandardOptions
 except ImportError as _error:  # pragma: no cover - the extra is optional
     raise ImportError("yt8m_segments.prediction.beam needs Apache Beam: pip "
                       "install 'yt8m_segments[beam]' (apache-beam[tfrecord])"
@@ -33,8 +34,7 @@ from yt8m_segments.data import reader
 
 SHARDS = "shards"
 SIGNATURE = "serving_default"
-# Same wording as reader.iterate, so both paths fail alike.
-_SKIP_HINT = " (pass --skip_corrupt_records to skip such records)"
+# The served graph's input check (parsing.assert_records) as it fails.
 _ASSERTION = re.compile(
     r"assertion failed: \[(?P<problem>.*?)\] \[file:\] \[(?P<files>.*?)\] "
     r"\[record:\] \[(?P<records>.*?)\] \[video id:\] \[(?P<ids>.*?)\]")
@@ -115,6 +115,9 @@ def shard_path(cache_dir, shard_index, num_shards):
                         f"shard-{shard_index:05d}-of-{num_shards:05d}")
 
 
+LOCAL_RUNNER = "FnApiRunner"
+
+
 # ---------------------------------------------------------------- reading
 
 def read_records(path, skip_corrupt_records=False):
@@ -132,7 +135,8 @@ def read_records(path, skip_corrupt_records=False):
             logging.warning("skipping %s record %d: %s", path, index, text)
         else:
             raise reader.CorruptRecordError(
-                f"corrupt record in {path}, record {index}: {text}{_SKIP_HINT}")
+                f"corrupt record in {path}, record {index}: {text}"
+                f"{reader.SKIP_HINT}")
 
 
 class ReadRecords(beam.DoFn):
@@ -413,6 +417,13 @@ def run_pipeline(export_dir, input_data_pattern, cache_dir, num_shards=1,
     one line saying what it wrote: the cache's path and shape, the shards'
     directory (unmerged), or `cache_dir` when it is a URL."""
     options = PipelineOptions(list(pipeline_args))
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        # Beam's default DirectRunner first tries its Prism runner, which it
+        # downloads from GitHub at run time; FnApiRunner is the local runner
+        # DirectRunner falls back to (--direct_num_workers and
+        # --direct_running_mode work the same).
+        standard.runner = LOCAL_RUNNER
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, export_dir, input_data_pattern, cache_dir,
                        num_shards, batch_size, merge, skip_corrupt_records)
