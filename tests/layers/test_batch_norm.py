@@ -2,9 +2,12 @@
 
 import keras
 import numpy as np
+import pytest
+import tensorflow as tf
 
 from layer_harness import run_layer_test
 from layer_inputs import RNG
+from yt8m_segments.layers import batch_norm
 from yt8m_segments.layers.batch_norm import BatchNorm
 
 
@@ -104,3 +107,81 @@ def test_synchronized_masked_statistics_match_a_numpy_reference():
     np.testing.assert_allclose(synced_out, plain_out, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(synced.moving_variance, plain.moving_variance,
                                rtol=1e-4)
+
+
+def numpy_training_batch_norm(x, mask, gamma, beta, cotangent, epsilon=1e-3):
+    """Training-mode batch norm over the real frames, slowly, in float64:
+    (outputs, batch mean, batch variance, gradient for x given the output
+    cotangent on real frames, for gamma, for beta)."""
+    x, cotangent = x.astype(np.float64), cotangent.astype(np.float64)
+    real = np.ones(x.shape[:-1], bool) if mask is None else mask
+    rows, g = x[real], cotangent[real]
+    mean, variance = rows.mean(0), rows.var(0)
+    sigma = np.sqrt(variance + epsilon)
+    normalized = (rows - mean) / sigma
+    grad_x = np.zeros_like(x)
+    grad_x[real] = gamma / sigma * (g - g.mean(0)
+                                    - normalized * (g * normalized).mean(0))
+    outputs = (x - mean) / sigma * gamma + beta
+    return (outputs, mean, variance, grad_x, (g * normalized).sum(0),
+            g.sum(0))
+
+
+@pytest.mark.parametrize("padding", ["no mask", "all real", "padded"])
+@pytest.mark.parametrize("fused_min_size", [0, batch_norm.FUSED_MIN_SIZE])
+def test_training_call_matches_a_numpy_reference(padding, fused_min_size,
+                                                 monkeypatch):
+    """The fused path (every frame real, from `fused_min_size` values), the
+    op-by-op one and the masked one (padding): outputs, the first update's
+    moving statistics and the gradients, with the cotangent on real frames
+    only, as numpy computes them."""
+    monkeypatch.setattr(batch_norm, "FUSED_MIN_SIZE", fused_min_size)
+    frames = small_frames(5, 6, 4) * RNG.uniform(0.5, 3.0, 4).astype("float32")
+    mask = {"no mask": None, "all real": np.ones((5, 6), bool),
+            "padded": RNG.random((5, 6)) > 0.3}[padding]
+    real = np.ones((5, 6), bool) if mask is None else mask
+    cotangent = (RNG.standard_normal(frames.shape)
+                 * real[..., None]).astype("float32")
+    layer = BatchNorm()
+    layer.build(frames.shape)
+    gamma, beta = RNG.uniform(0.5, 2, 4), RNG.normal(size=4)
+    layer.gamma.assign(gamma)
+    layer.beta.assign(beta)
+    x = tf.constant(frames)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs = layer(x, mask=mask, training=True)
+        loss = tf.reduce_sum(outputs * cotangent)
+    grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+    expected = numpy_training_batch_norm(frames, mask, gamma, beta, cotangent)
+    np.testing.assert_allclose(outputs.numpy()[real], expected[0][real],
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), expected[1],
+                               rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), expected[2],
+                               rtol=1e-4)
+    for got, want in zip(grads, expected[3:]):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-3,
+                                   atol=1e-3)
+
+
+def test_large_batches_without_padding_take_the_fused_op(monkeypatch):
+    """Sampled frames (no padding) are the common training batch: from
+    FUSED_MIN_SIZE values their statistics come from TF's fused batch norm,
+    not op by op. (Eager: tf.cond runs only the branch taken.)"""
+    fused_calls = []
+    fused = BatchNorm._normalize_fused
+
+    def counted(layer, inputs):
+        fused_calls.append(inputs.shape)
+        return fused(layer, inputs)
+    monkeypatch.setattr(BatchNorm, "_normalize_fused", counted)
+    rows = batch_norm.FUSED_MIN_SIZE // 128
+    large = RNG.standard_normal((rows // 8, 8, 128)).astype("float32")
+    padded = np.ones(large.shape[:2], bool)
+    padded[0, -1] = False
+    layer = BatchNorm()
+    for x, mask in ((large, None), (large, np.ones(large.shape[:2], bool)),
+                    (large, padded), (large[:2], None)):
+        layer(x, mask=mask, training=True)
+    assert fused_calls == [large.shape, large.shape]

@@ -1,10 +1,13 @@
 """MoeClassifier: harness and numpy reference."""
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from layer_harness import run_layer_test
 from layer_inputs import RNG, sigmoid
 from yt8m_segments import layers
+from yt8m_segments.layers.moe import L2Penalty
 
 
 def moe_reference(x, gate_kernel, expert_kernel, expert_bias, num_classes,
@@ -34,3 +37,26 @@ def test_moe_harness_and_numpy(tmp_path):
                                    *layer.experts.get_weights(), 5, 3),
         rtol=1e-5, atol=1e-6)
 
+
+def test_l2_penalty_is_keras_l2_in_value_and_gradient():
+    """L2Penalty (one L2Loss op) adds what keras.regularizers.L2 adds, and
+    the classifiers' penalties are l2 * sum(W^2) of their kernels."""
+    kernel = tf.Variable(RNG.normal(size=(6, 10)).astype("float32"))
+    values, grads = [], []
+    for penalty in (L2Penalty(1e-3), keras.regularizers.L2(1e-3)):
+        with tf.GradientTape() as tape:
+            values.append(penalty(kernel))
+        grads.append(tape.gradient(values[-1], kernel))
+    np.testing.assert_allclose(values[0], values[1], rtol=1e-6)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6)
+    np.testing.assert_allclose(grads[0], 2e-3 * kernel.numpy(), rtol=1e-6)
+    x = RNG.normal(size=(2, 6)).astype("float32")
+    for layer in (layers.MoeClassifier(5, num_mixtures=2, l2_penalty=1e-3),
+                  layers.LogisticClassifier(5, l2_penalty=1e-3)):
+        layer(x)
+        kernels = [w.numpy() for w in layer.trainable_weights
+                   if len(w.shape) == 2]
+        np.testing.assert_allclose(
+            float(sum(layer.losses)),
+            1e-3 * sum(float((k.astype(np.float64) ** 2).sum())
+                       for k in kernels), rtol=1e-5)

@@ -3,7 +3,8 @@
 import keras
 import numpy as np
 
-from yt8m_segments.layers.moe import DEFAULT_INITIAL_PROBABILITY, prior_bias
+from yt8m_segments.layers.moe import (
+    DEFAULT_INITIAL_PROBABILITY, L2Penalty, prior_bias)
 
 
 @keras.saving.register_keras_serializable(package="yt8m_segments")
@@ -21,7 +22,7 @@ class LogisticClassifier(keras.layers.Layer):
         self.initial_probability = initial_probability
         self.dense = keras.layers.Dense(
             num_classes, activation="sigmoid", name="logistic",
-            kernel_regularizer=keras.regularizers.L2(l2_penalty),
+            kernel_regularizer=L2Penalty(l2_penalty),
             bias_initializer=prior_bias(initial_probability))
 
     def build(self, input_shape):

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from yt8m_segments.layers.moe import DEFAULT_INITIAL_PROBABILITY, prior_bias
+from yt8m_segments.layers.moe import (
+    DEFAULT_INITIAL_PROBABILITY, L2Penalty, prior_bias)
 
 
 @keras.saving.register_keras_serializable(package="yt8m_segments")
@@ -29,8 +30,7 @@ class MixtureClassifier(keras.layers.Layer):
         self.initial_probability = initial_probability
         self.heads = [
             keras.layers.Dense(num_classes, name=f"logistic_{i}",
-                               kernel_regularizer=keras.regularizers.L2(
-                                   l2_penalty),
+                               kernel_regularizer=L2Penalty(l2_penalty),
                                bias_initializer=prior_bias(initial_probability))
             for i in range(num_experts)]
 

@@ -67,6 +67,14 @@ class NeXtVLAD(FrameAggregator):
         self.output_norm.build(
             (input_shape[0], self.cluster_size * self.group_size))
 
+    def call(self, frames, mask=None, training=None):
+        """`pool_frames(frame_features(...))` without the concatenation
+        and its slices: copies of [B, T, lambda*D + G*K], forward and
+        backward, that only windowed inference needs."""
+        mask = frame_mask(frames, mask)
+        x, a = self._expand_and_assign(frames, mask, training)
+        return self._aggregate(x, a, mask, training)
+
     def frame_features(self, frames, mask=None, training=None):
         """Per-frame part: [expanded frame, attention-weighted assignments].
 
@@ -74,6 +82,19 @@ class NeXtVLAD(FrameAggregator):
         and stay out of the training batch statistics.
         """
         mask = frame_mask(frames, mask)
+        return ops.concatenate(
+            self._expand_and_assign(frames, mask, training), axis=-1)
+
+    def pool_frames(self, features, mask=None, training=None):
+        """`frame_features` [N, T, F] of real frames -> [N, K * group size]."""
+        mask = frame_mask(features, mask)
+        expanded = self.groups * self.group_size
+        a = features[..., expanded:]
+        a = ops.where(mask[..., None], a, ops.zeros_like(a))
+        return self._aggregate(features[..., :expanded], a, mask, training)
+
+    def _expand_and_assign(self, frames, mask, training):
+        """(x' [B, T, lambda*D], assignments [B, T, G*K], 0 on padding)."""
         real = ops.cast(mask, frames.dtype)[..., None]
         x = ops.where(mask[..., None], frames, ops.zeros_like(frames))
         x = ops.matmul(x, self.expansion_kernel) + self.expansion_bias
@@ -84,19 +105,13 @@ class NeXtVLAD(FrameAggregator):
         logits = ops.reshape(logits,
                              (batch, time, self.groups, self.cluster_size))
         a = ops.softmax(logits, axis=-1) * attention[..., None]
-        a = ops.reshape(a, (batch, time, self.groups * self.cluster_size))
-        return ops.concatenate([x, a], axis=-1)
+        return x, ops.reshape(a, (batch, time, self.groups * self.cluster_size))
 
-    def pool_frames(self, features, mask=None, training=None):
-        """`frame_features` [N, T, F] of real frames -> [N, K * group size]."""
-        mask = frame_mask(features, mask)
-        expanded = self.groups * self.group_size
-        batch, time = ops.shape(features)[0], ops.shape(features)[1]
-        a = features[..., expanded:]
-        a = ops.where(mask[..., None], a, ops.zeros_like(a))
+    def _aggregate(self, x, a, mask, training):
+        """Residuals summed over frames and groups, normalised: [N, K * F]."""
+        batch, time = ops.shape(x)[0], ops.shape(x)[1]
         a = ops.reshape(a, (batch, time, self.groups, self.cluster_size))
-        grouped = ops.reshape(features[..., :expanded],
-                              (batch, time, self.groups, self.group_size))
+        grouped = ops.reshape(x, (batch, time, self.groups, self.group_size))
         vlad = ops.einsum("btgk,btgf->bkf", a, grouped)
         vlad = vlad - ops.sum(a, axis=(1, 2))[..., None] * self.centroids
         vlad = ops.reshape(l2_normalize(vlad, axis=-1),
