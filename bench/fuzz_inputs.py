@@ -752,15 +752,27 @@ def run_case(world, case, time_limit):
 
 
 def fuzz(world, num_cases, seed, case_dir, kinds=KINDS, time_limit=60.0,
-         commands=tuple(COMMANDS)):
-    """Outcomes of cases 0..num_cases-1, the kinds cycling, each case run
-    through those of `commands` it has runs for."""
+         commands=tuple(COMMANDS), shard=(0, 1), progress=None):
+    """Outcomes of cases 0..num_cases-1 (those i with i % n == k of `shard`
+    (k, n)), the kinds cycling, each case run through those of `commands` it
+    has runs for. `progress(line)` hears each failure as it happens and a
+    count every 100 cases, so a stopped run still tells what it found."""
     os.makedirs(case_dir, exist_ok=True)
     outcomes = []
-    for index in range(num_cases):
+    for index in range(shard[0], num_cases, shard[1]):
         case = make_case(world, kinds[index % len(kinds)], index, seed, case_dir)
         case.runs = {c: e for c, e in case.runs.items() if c in commands}
-        outcomes.extend(run_case(world, case, time_limit))
+        ran = run_case(world, case, time_limit)
+        outcomes.extend(ran)
+        if progress:
+            for o in ran:
+                if o.outcome == "failure":
+                    progress(f"case {index} {o.case.kind} [{o.command}] "
+                             f"failure: {o.message[:200]}")
+            if index // shard[1] % 100 == 99:
+                failures = sum(o.outcome == "failure" for o in outcomes)
+                progress(f"case {index}: {len(outcomes)} runs, "
+                         f"{failures} failures")
     return outcomes
 
 
@@ -813,20 +825,27 @@ def main(argv=None):
     parser.add_argument("--commands", default=",".join(COMMANDS),
                         help="Comma-separated commands to run (finetune and "
                              "beam cost ~3x the others).")
+    parser.add_argument("--shard", default="0/1",
+                        help="K/N: only cases i with i %% N == K (run N "
+                             "processes to share the cases).")
     args = parser.parse_args(argv)
+    shard = tuple(int(n) for n in args.shard.split("/"))
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="fuzz_inputs_")
     start = time.monotonic()
     try:
         world = build_world(work_dir)
         outcomes = fuzz(world, args.cases, args.seed,
                         os.path.join(work_dir, "cases"), time_limit=args.time_limit,
-                        commands=args.commands.split(","))
+                        commands=args.commands.split(","), shard=shard,
+                        progress=lambda line: print(line, file=sys.stderr,
+                                                    flush=True))
     finally:
         if not args.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
     print(report(outcomes, show_paths=bool(args.work_dir)))
     failures = sum(o.outcome == "failure" for o in outcomes)
-    print(f"\n{args.cases} cases, seed {args.seed}, {args.commands}, "
+    print(f"\n{args.cases} cases (shard {args.shard}), seed {args.seed}, "
+          f"{args.commands}, "
           f"{time.monotonic() - start:.0f} s; total failures: {failures}")
     return 0
 
