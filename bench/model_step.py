@@ -55,6 +55,7 @@ from keras import layers as stock  # noqa: E402
 from keras import ops  # noqa: E402
 
 from yt8m_segments import layers  # noqa: E402
+from yt8m_segments import precision  # noqa: E402
 from yt8m_segments.data import parsing  # noqa: E402
 from yt8m_segments.layers import masked_pooling  # noqa: E402
 from yt8m_segments.layers.batch_norm import BatchNorm  # noqa: E402
@@ -76,6 +77,11 @@ flags.DEFINE_boolean("quick", False, "Tiny sizes: a smoke run in seconds.")
 flags.DEFINE_boolean("breakdown", True, "Time the pieces alone too.")
 flags.DEFINE_list("trainer", ["DBoF"], "Models whose bare step is timed "
                   "beside Trainer's (empty: none).")
+flags.DEFINE_list("precision", ["float32", "float32+xla", "mixed_bfloat16",
+                                  "mixed_bfloat16+xla"],
+                  "Variants of the project's steps to time against float32: "
+                  "POLICY[+xla] (--mixed_precision, --jit_compile; empty: "
+                  "none).")
 flags.DEFINE_string("case", None, "MODEL/SIZE: time this one case in this "
                     "process (the full run starts one process per case).")
 flags.DEFINE_string("results_file", None, "With --case: its results as JSON.")
@@ -259,12 +265,12 @@ def project_parts(model_name, config):
     return model, mixture.training_model(model), loss_fn
 
 
-def train_step(forward, variables, loss_of, regularized):
+def train_step(forward, variables, loss_of, regularized, jit_compile=False):
     """A bare tf.function step: forward, loss, gradients, Adam."""
     optimizer = keras.optimizers.Adam(LEARNING_RATE)
     optimizer.build(variables)
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def step(batch):
         with tf.GradientTape() as tape:
             loss = loss_of(batch, forward)
@@ -355,6 +361,9 @@ def time_case(model_name, size, shape, rng):
         model_name, config.classifier, hp, shape["num_classes"]), batch)
     if model_name in FLAGS.trainer:
         times.update(trainer_times(model, forward, loss_fn, batch, shape))
+    if FLAGS.precision:
+        del model, forward
+        times["precision"] = precision_times(model_name, config, batch)
     if FLAGS.breakdown and model_name in PIECES:
         times["pieces"] = time_pieces(PIECES[model_name](hp, shape, rng))
     return times
@@ -372,7 +381,8 @@ def time_in_child(case):
              f"--batch_size={FLAGS.batch_size}", f"--frames={FLAGS.frames}",
              f"--steps={FLAGS.steps}", f"--trainer={','.join(FLAGS.trainer)}",
              "--quick" if FLAGS.quick else "--noquick",
-             "--breakdown" if FLAGS.breakdown else "--nobreakdown"],
+             "--breakdown" if FLAGS.breakdown else "--nobreakdown",
+             f"--precision={','.join(FLAGS.precision)}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if child.returncode:
             raise RuntimeError(f"case {case} failed:\n{child.stderr[-3000:]}")
@@ -388,6 +398,9 @@ def to_json(times):
 
 def from_json(times):
     def timing(value):
+        if isinstance(value, dict):  # precision: {variant: {step: [w, c]}}
+            return {variant: {step: Timing(*t) for step, t in steps.items()}
+                    for variant, steps in value.items()}
         return Timing(*value) if isinstance(value, list) else value
     return {key: (timing(value) if key != "pieces" else
                   [(name, Timing(*a), Timing(*b)) for name, a, b in value])
@@ -415,6 +428,33 @@ def time_against_plain(model, forward, loss_fn, plain, batch):
         "predict_float": lambda: float_predict(batch)}, FLAGS.steps)
     return {**times, "weights": model.count_params(),
             "plain_weights": plain.count_params()}
+
+
+def precision_times(model_name, config, batch):
+    """{variant: {"train": Timing, "predict": Timing}} of the project's
+    steps under each --precision variant (a model per policy, built under
+    it as train.py builds it, float32's weights), interleaved."""
+    built, functions = {}, {}
+    for variant in FLAGS.precision:
+        policy, _, xla = variant.partition("+")
+        if policy not in built:
+            with precision.policy_scope(policy):
+                built[policy] = project_parts(model_name, config)
+            if policy != precision.FLOAT32 and precision.FLOAT32 in built:
+                built[policy][0].set_weights(
+                    built[precision.FLOAT32][0].get_weights())
+        model, forward, loss_fn = built[policy]
+        train = train_step(forward, model.trainable_variables,
+                           project_loss(loss_fn), model, jit_compile=bool(xla))
+        predict = tf.function(
+            lambda b, m=model: m(parsing.model_inputs(b), training=False),
+            jit_compile=bool(xla))
+        functions[(variant, "train")] = (lambda f: lambda: f(batch))(train)
+        functions[(variant, "predict")] = (lambda f: lambda: f(batch))(predict)
+    times = interleaved(functions, FLAGS.steps)
+    return {variant: {step: list(times[(variant, step)])
+                      for step in ("train", "predict")}
+            for variant in FLAGS.precision}
 
 
 def trainer_times(model, forward, loss_fn, batch, shape):
@@ -642,6 +682,29 @@ def print_trainer(results):
               f"| {r['trainer_traces']} |")
 
 
+def print_precision(results):
+    rows = {case: r for case, r in results.items() if "precision" in r}
+    if not rows:
+        return
+    print("\nMixed precision and XLA (the project's steps; ms, wall (CPU); "
+          "x: float32's time / this one's, > 1 when faster):")
+    print("| model | size | variant | train ms | x | CPU x | predict ms "
+          "| x | CPU x |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for (model, size), r in rows.items():
+        base = r["precision"].get(precision.FLOAT32)
+        for variant, steps in r["precision"].items():
+            cells = []
+            for step in ("train", "predict"):
+                t = Timing(*steps[step])
+                ratio = ((f"{base[step][0] / t.wall:.2f}x | "
+                          f"{base[step][1] / t.cpu:.2f}x") if base
+                         else "- | -")
+                cells.append(f"{milliseconds(t)} | {ratio}")
+            print(f"| {model} | {size} | {variant} | " + " | ".join(cells)
+                  + " |")
+
+
 def time_pieces(pieces):
     """[(piece, project Timing, stock Timing)], interleaved."""
     times = interleaved({(name, side): function for name, project, plain
@@ -683,6 +746,7 @@ def main(argv):
           f"classes, float32, {FLAGS.steps} interleaved calls, medians")
     print_cases(results)
     print_trainer(results)
+    print_precision(results)
     print_breakdowns(results)
 
 

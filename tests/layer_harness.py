@@ -31,7 +31,10 @@ def _functional(layer, input_data, mask):
 def run_layer_test(layer_cls, init_kwargs, input_data, expected_output_shape,
                    tmp_dir, mask=None, expected_num_trainable_weights=None,
                    expected_num_non_trainable_weights=None,
-                   run_training_check=True, run_mixed_precision_check=True):
+                   run_training_check=True, run_mixed_precision_check=True,
+                   mixed_output_dtype="bfloat16"):
+    """`mixed_output_dtype`: what the layer returns under the mixed policy
+    (the classifiers: float32 probabilities, precision.py)."""
     layer = layer_cls(**init_kwargs)
     call_kwargs = {} if mask is None else {"mask": mask}
     output = layer(input_data, **call_kwargs)
@@ -66,7 +69,7 @@ def run_layer_test(layer_cls, init_kwargs, input_data, expected_output_shape,
         _check_one_fit_step(model, feed, before)
     if run_mixed_precision_check:
         _check_mixed_precision(layer_cls, init_kwargs, reloaded, input_data,
-                               mask, feed, before)
+                               mask, feed, before, mixed_output_dtype)
     return layer, output
 
 
@@ -84,10 +87,10 @@ def _check_one_fit_step(model, feed, outputs):
 
 
 def _check_mixed_precision(layer_cls, init_kwargs, trained, input_data, mask,
-                           feed, expected):
+                           feed, expected, output_dtype):
     """The layer built under the global mixed policy (as a mixed-precision
     run builds its model), with float32's weights: variables stay float32,
-    outputs are bfloat16 and near float32's."""
+    outputs are `output_dtype` and near float32's."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(MIXED_POLICY)
     try:
@@ -98,7 +101,7 @@ def _check_mixed_precision(layer_cls, init_kwargs, trained, input_data, mask,
     model.set_weights(trained.get_weights())
     assert all(w.dtype == "float32" for w in layer.weights)
     output = model(feed, training=False)
-    assert keras.backend.standardize_dtype(output.dtype) == "bfloat16"
+    assert keras.backend.standardize_dtype(output.dtype) == output_dtype
     scale = max(1.0, float(np.max(np.abs(expected))))
     np.testing.assert_allclose(np.asarray(output, np.float32), expected,
                                atol=MIXED_TOLERANCE * scale)

@@ -7,6 +7,7 @@ their holders: flags.declare_key_flag(flag_defs.CACHES).
 
 from absl import flags
 
+from yt8m_segments import precision
 from yt8m_segments.data import reader
 from yt8m_segments.data import records
 from yt8m_segments.data import synthetic
@@ -25,6 +26,15 @@ flags.DEFINE_string("eval_data_pattern", None,
                     "fold is used instead).")
 flags.DEFINE_string("feature_names", ",".join(records.DEFAULT_FEATURE_NAMES),
                     "Comma-separated per-frame features to read.")
+MIXED_PRECISION = flags.DEFINE_enum(
+    "mixed_precision", precision.FLOAT32, list(precision.POLICIES),
+    "Precision of train.py's and inference.py's steps (yt8m_segments/precision.py): "
+    "mixed_bfloat16 (CPUs with AMX or AVX512-BF16, TPUs, GPUs from Ampere) "
+    "or mixed_float16 (GPUs; the loss is scaled) run the matrix products in "
+    "16 bits, weights, statistics and probabilities staying float32. Runs "
+    "are saved in float32 whatever trained them.")
+JIT_COMPILE = flags.DEFINE_bool(
+    "jit_compile", False, "Compile train.py's and inference.py's steps with XLA.")
 FEATURE_SIZES = flags.DEFINE_string("feature_sizes",
                     ",".join(str(s) for s in records.DEFAULT_FEATURE_SIZES),
                     "Comma-separated widths of --feature_names.")

@@ -145,7 +145,8 @@ def main(argv):
         flag_defs.context_frames_override(), flag_defs.input_options(),
         FLAGS.cache_dir, FLAGS.video_train_dir, FLAGS.num_shards,
         FLAGS.shard_index, refine_options, FLAGS.max_frames,
-        FLAGS.num_classes, FLAGS.log_every_n_batches, held_out)
+        FLAGS.num_classes, FLAGS.log_every_n_batches, held_out,
+        FLAGS.mixed_precision, FLAGS.jit_compile)
 
 
 def run():

@@ -12,6 +12,7 @@ def test_logistic_harness_and_numpy(tmp_path):
     layer, out = run_layer_test(layers.LogisticClassifier,
                                 {"num_classes": 5, "l2_penalty": 1e-8}, x,
                                 (4, 5), tmp_path,
+                                mixed_output_dtype="float32",
                                 expected_num_trainable_weights=2,
                                 expected_num_non_trainable_weights=0)
     kernel, bias = layer.dense.get_weights()

@@ -55,6 +55,7 @@ def test_mixture_classifier_harness(tmp_path):
                    {"num_classes": 5, "num_experts": 3, "feature_size": 6,
                     "l2_penalty": 1e-8},
                    packed, (4, 5), tmp_path,
+                   mixed_output_dtype="float32",
                    expected_num_trainable_weights=6,
                    expected_num_non_trainable_weights=0)
 

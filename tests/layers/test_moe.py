@@ -30,6 +30,7 @@ def test_moe_harness_and_numpy(tmp_path):
                                 {"num_classes": 5, "num_mixtures": 3,
                                  "l2_penalty": 1e-8},
                                 x, (4, 5), tmp_path,
+                                mixed_output_dtype="float32",
                                 expected_num_trainable_weights=3,
                                 expected_num_non_trainable_weights=0)
     np.testing.assert_allclose(

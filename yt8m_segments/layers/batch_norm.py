@@ -125,15 +125,18 @@ class BatchNorm(keras.layers.BatchNormalization):
             return super()._moments(inputs, mask)
         context = (tf.distribute.get_replica_context() if self.synchronized
                    else None)
-        weights = ops.cast(mask, inputs.dtype)
-        axes = list(range(len(mask.shape)))
+        weights = tf.reshape(ops.cast(mask, inputs.dtype), [-1])
 
         def total(values):
             """Summed over the replicas."""
             return context.all_reduce("sum", values) if context else values
 
         def weighted(values):
-            return total(tf.tensordot(weights, values, axes=[axes, axes]))
+            """[N] x [N, C] (a matmul: static under XLA, where tensordot's
+            transposes were not)."""
+            return total(tf.linalg.matvec(
+                tf.reshape(values, [-1, values.shape[-1]]), weights,
+                transpose_a=True))
 
         count = total(ops.sum(weights)) + keras.backend.epsilon()
         mean = weighted(inputs) / count

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+from keras import ops
 
 from yt8m_segments.layers.moe import (
     DEFAULT_INITIAL_PROBABILITY, L2Penalty, prior_bias)
@@ -21,7 +22,7 @@ class LogisticClassifier(keras.layers.Layer):
         self.l2_penalty = l2_penalty
         self.initial_probability = initial_probability
         self.dense = keras.layers.Dense(
-            num_classes, activation="sigmoid", name="logistic",
+            num_classes, name="logistic",
             kernel_regularizer=L2Penalty(l2_penalty),
             bias_initializer=prior_bias(initial_probability))
 
@@ -29,7 +30,8 @@ class LogisticClassifier(keras.layers.Layer):
         self.dense.build(input_shape)
 
     def call(self, inputs):
-        return self.dense(inputs)
+        """The sigmoid in float32 (mixed precision: precision.py)."""
+        return ops.sigmoid(ops.cast(self.dense(inputs), "float32"))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)

@@ -44,9 +44,12 @@ class MixtureClassifier(keras.layers.Layer):
 
     def call(self, inputs):
         gate, features = inputs[0], inputs[1:]
+        # Logits in float32 (mixed precision: precision.py).
         expert_logits = ops.stack(
-            [head(h) for head, h in zip(self.heads, features)], axis=1)
-        logits = ops.einsum("bn,bnc->bc", gate, expert_logits)
+            [ops.cast(head(h), "float32")
+             for head, h in zip(self.heads, features)], axis=1)
+        logits = ops.einsum("bn,bnc->bc", ops.cast(gate, "float32"),
+                            expert_logits)
         return ops.sigmoid(logits), logits, expert_logits
 
     def compute_output_shape(self, input_shape):

@@ -82,11 +82,14 @@ class MoeClassifier(keras.layers.Layer):
         self.experts.build(input_shape)
 
     def call(self, inputs):
-        gates = ops.reshape(self.gates(inputs),
+        """Products in the compute dtype, the rest in float32 (mixed
+        precision: float32 probabilities, precision.py)."""
+        gates = ops.reshape(ops.cast(self.gates(inputs), "float32"),
                             (-1, self.num_classes, self.num_mixtures + 1))
         gates = ops.softmax(gates, axis=-1)[..., :self.num_mixtures]
         experts = ops.sigmoid(ops.reshape(
-            self.experts(inputs), (-1, self.num_classes, self.num_mixtures)))
+            ops.cast(self.experts(inputs), "float32"),
+            (-1, self.num_classes, self.num_mixtures)))
         return ops.sum(gates * experts, axis=-1)
 
     def compute_output_shape(self, input_shape):

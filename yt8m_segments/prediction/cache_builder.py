@@ -13,6 +13,7 @@ import numpy as np
 from absl import logging
 
 from yt8m_segments import locking
+from yt8m_segments import precision
 from yt8m_segments.atomic import atomic_path
 from yt8m_segments.data import reader
 from yt8m_segments.data import records
@@ -120,8 +121,13 @@ def part_path(cache_dir, input_file):
 
 
 def _part_meta(fingerprint, video_fingerprint, class_ids, video_class_ids,
-               context_frames, video_max_frames):
-    return {"fingerprint": fingerprint, "video_fingerprint": video_fingerprint,
+               context_frames, video_max_frames, mixed_precision):
+    # Float32 parts carry no precision key: those written before the option
+    # stay valid.
+    mixed = ({} if mixed_precision == precision.FLOAT32
+             else {"mixed_precision": mixed_precision})
+    return {**mixed,
+            "fingerprint": fingerprint, "video_fingerprint": video_fingerprint,
             "class_ids": [int(c) for c in class_ids],
             "video_class_ids": (None if video_class_ids is None
                                 else [int(c) for c in video_class_ids]),
@@ -166,9 +172,12 @@ def _check_part(path, meta):
 def build_cache(cache_dir, run, class_ids, files, batch_size, context_frames=0,
                 input_options=None, video_run=None, video_max_frames=records.MAX_FRAMES,
                 num_classes=records.NUM_CLASSES, extra_meta=None,
-                log_every_n_batches=50):
+                log_every_n_batches=50, mixed_precision=precision.FLOAT32,
+                jit_compile=False):
     """Predict `files` into parts (skipping finished ones), assemble the cache;
-    cache_dir is held throughout (locking.hold).
+    cache_dir is held throughout (locking.hold). The models run under the
+    dtype policy `mixed_precision` (precision.py), compiled by XLA with
+    `jit_compile`; a part written under another policy is refused.
 
     Returns the opened cache.ProbabilityCache.
     """
@@ -184,7 +193,7 @@ def build_cache(cache_dir, run, class_ids, files, batch_size, context_frames=0,
         video_fingerprint = cache.run_fingerprint(video_run) if video_run else None
         video_class_ids = video_run.class_ids if video_run else None
         meta = _part_meta(fingerprint, video_fingerprint, class_ids, video_class_ids,
-                          context_frames, video_max_frames)
+                          context_frames, video_max_frames, mixed_precision)
 
         todo = []
         for path in files:
@@ -198,16 +207,20 @@ def build_cache(cache_dir, run, class_ids, files, batch_size, context_frames=0,
                          len(files) - len(todo), len(files))
         progress = Progress(len(files), len(files) - len(todo), log_every_n_batches)
         if todo:
+            model = run.model_in(mixed_precision)
             per_video = (not run.reads_mean_frame
-                         and use_windowed(run.model, context_frames))
+                         and use_windowed(model, context_frames))
             if per_video:
-                segments = predict.WindowedPredictor(run.model,
-                                                     run.columns_for(class_ids))
+                segments = predict.WindowedPredictor(
+                    model, run.columns_for(class_ids), jit_compile=jit_compile)
             else:
-                segments = predict.Predictor(run.model, run.columns_for(class_ids),
-                                             mean_frame=run.reads_mean_frame)
-            videos = (predict.Predictor(video_run.model, id_key="id",
-                                        mean_frame=video_run.reads_mean_frame)
+                segments = predict.Predictor(
+                    model, run.columns_for(class_ids),
+                    mean_frame=run.reads_mean_frame, jit_compile=jit_compile)
+            videos = (predict.Predictor(video_run.model_in(mixed_precision),
+                                        id_key="id",
+                                        mean_frame=video_run.reads_mean_frame,
+                                        jit_compile=jit_compile)
                       if video_run else None)
         for path in todo:
             if per_video:
@@ -285,11 +298,13 @@ def infer(train_dir, input_data_pattern, output_file, segment_max_pred,
           input_options=None, cache_dir=None, video_train_dir=None,
           num_shards=1, shard_index=0, refine_options=None,
           video_max_frames=records.MAX_FRAMES, num_classes=records.NUM_CLASSES,
-          log_every_n_batches=50, held_out=None):
+          log_every_n_batches=50, held_out=None,
+          mixed_precision=precision.FLOAT32, jit_compile=False):
     """Predict every test window into a cache; write the submission from it.
 
     `context_frames` defaults to the run's own (what it was fine-tuned with);
-    `held_out`: see write_from_cache. Returns the cache's [segments,
+    `held_out`: see write_from_cache; `mixed_precision`, `jit_compile`: see
+    build_cache. Returns the cache's [segments,
     classes] shape.
     """
     if output_file and num_shards > 1:
@@ -306,7 +321,7 @@ def infer(train_dir, input_data_pattern, output_file, segment_max_pred,
             cache_dir or tmp, run, class_ids, files, batch_size, context_frames,
             input_options, video_run, video_max_frames, num_classes,
             {"num_shards": num_shards, "shard_index": shard_index},
-            log_every_n_batches)
+            log_every_n_batches, mixed_precision, jit_compile)
         logging.info("predicted %d segments x %d classes", *opened.shape)
         if output_file:
             write_from_cache(opened, output_file, segment_max_pred,

@@ -14,11 +14,12 @@ class Predictor:
     dataset key naming each example ("segment_id" for segment views, "id"
     for views.video_dataset). `mean_frame`: feed the model each example's
     mean frame (a run trained on video-level records,
-    `Run.reads_mean_frame`).
+    `Run.reads_mean_frame`). `jit_compile`: compile the forward pass with
+    XLA.
     """
 
     def __init__(self, model, columns=None, id_key="segment_id",
-                 mean_frame=False):
+                 mean_frame=False, jit_compile=False):
         self.model = model
         self.id_key = id_key
         self.mean_frame = mean_frame
@@ -26,7 +27,7 @@ class Predictor:
                             else len(columns))
         column_index = None if columns is None else tf.constant(columns, tf.int32)
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, jit_compile=jit_compile)
         def forward(frames, mask):
             probabilities = model({"frames": frames, "mask": mask}, training=False)
             if column_index is not None:
@@ -96,7 +97,7 @@ class WindowedPredictor(Predictor):
     flat view of the same windows.
     """
 
-    def __init__(self, model, columns=None):
+    def __init__(self, model, columns=None, jit_compile=False):
         from yt8m_segments.models import windowed
 
         self.model = model
@@ -106,7 +107,7 @@ class WindowedPredictor(Predictor):
         column_index = None if columns is None else tf.constant(columns, tf.int32)
         runner = windowed.windowed_model(model)
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, jit_compile=jit_compile)
         def forward(frames, mask, window_index, window_mask, segment_mask):
             probabilities = runner.segments(frames, mask, window_index,
                                             window_mask, segment_mask)

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from yt8m_segments import atomic
 from yt8m_segments import files
+from yt8m_segments import precision
 from yt8m_segments.data import classes
 from yt8m_segments.data.features import FeatureSpec
 # The registry imports every layer and model, registering them for load_model.
@@ -64,6 +65,12 @@ class Run:
         self.feature_spec = FeatureSpec(tuple(config["feature_names"]),
                                         tuple(config["feature_sizes"]))
         self.model = keras.saving.load_model(model_path)
+
+    def model_in(self, mixed_precision):
+        """The model under the dtype policy `mixed_precision` (precision.py):
+        runs are saved in float32; another policy rebuilds it."""
+        return precision.rebuild(self.model, self.model_config,
+                                 mixed_precision)
 
     def segment_class_ids(self, segment_labels_file=None, data_pattern=None,
                           **input_options):

@@ -28,6 +28,7 @@ from absl import app
 from absl import logging
 
 from yt8m_segments import locking
+from yt8m_segments import precision
 from yt8m_segments.data import classes
 from yt8m_segments.data import parsing
 from yt8m_segments.data import reader
@@ -113,6 +114,8 @@ class TrainConfig:
     strategy: str = "default"
     num_cpu_devices: int = 0
     sync_batch_norm: bool = True
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 5
     log_every_steps: int = 50
@@ -142,6 +145,16 @@ class TrainConfig:
         if self.stage not in STAGES:
             raise app.UsageError(f"stage must be one of {', '.join(STAGES)}, "
                                  f"not {self.stage!r}")
+        if self.mixed_precision not in precision.POLICIES:
+            raise app.UsageError(
+                f"--mixed_precision must be one of "
+                f"{', '.join(precision.POLICIES)}, not {self.mixed_precision!r}")
+        if self.jit_compile and self.strategy != "default":
+            raise app.UsageError(
+                "--jit_compile compiles one device's step: use it with "
+                "--strategy=default (a replica's step compiled by XLA cannot "
+                "hold the all-reduce of the gradients and the batch norms' "
+                "statistics)")
         if self.stage == "finetune" and not self.pretrain_dir:
             raise app.UsageError("--stage=finetune needs --pretrain_dir")
         if self.eval_metric == "gap" and self.stage != "pretrain":
@@ -309,7 +322,7 @@ def _train(config):
     files = config.data_files(config.train_data_pattern, holdout=False)
     global_batch_size = config.batch_size
 
-    with strategy.scope():
+    with strategy.scope(), precision.policy_scope(config.mixed_precision):
         if config.stage == "pretrain":
             record_spec = config.feature_spec
             feature_spec = record_spec.frame_level()
@@ -396,7 +409,8 @@ def _train(config):
 
     def save(directory):
         run_artifacts.save_run(
-            directory, model, model_config_, class_ids, feature_spec,
+            directory, precision.as_float32(model, model_config_), model_config_,
+            class_ids, feature_spec,
             extra={"stage": config.stage, "learning_rate": learning_rate,
                    "context_frames": config.context_frames,
                    "frame_features": config.frame_features})
@@ -419,7 +433,9 @@ def _train(config):
         eval_every_steps=config.eval_every_steps,
         after_step=(lambda: teacher.update(model)) if teacher else None,
         validation_metric=config.eval_metric.upper(),
-        extra_state={"mean_teacher": teacher.model} if teacher else None)
+        extra_state={"mean_teacher": teacher.model} if teacher else None,
+        loss_scale=config.mixed_precision == "mixed_float16",
+        jit_compile=config.jit_compile)
     trainer.restore()
     steps = trainer.fit(
         make_dataset, config.num_epochs or DEFAULT_EPOCHS[config.stage],

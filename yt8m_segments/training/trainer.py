@@ -41,6 +41,7 @@ BEST_DIR = "best"
 @contextlib.contextmanager
 def ema_weights(optimizer):
     """Temporarily give the model variables their EMA values."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     if not optimizer.use_ema:
         yield
         return
@@ -74,13 +75,17 @@ class Trainer:
       after_step: optional callable() run after each optimizer step (inside
         the replica function), e.g. a mean teacher's EMA update.
       extra_state: more trackables to checkpoint (e.g. the teacher model).
+      loss_scale: scale the loss (a float16 model: precision.py), Keras'
+        dynamic LossScaleOptimizer around Adam.
+      jit_compile: compile each replica's step with XLA.
     """
 
     def __init__(self, strategy, model, forward, loss_fn, train_dir,
                  learning_rate, global_batch_size, save_run, ema_momentum=None,
                  checkpoint_every_steps=500, keep_checkpoints=5,
                  log_every_steps=50, validate=None, eval_every_steps=None,
-                 after_step=None, extra_state=None, validation_metric="MAP"):
+                 after_step=None, extra_state=None, validation_metric="MAP",
+                 loss_scale=False, jit_compile=False):
         self.strategy = strategy
         self.model = model
         self.forward = forward
@@ -94,11 +99,15 @@ class Trainer:
         self.after_step = after_step
         self.checkpoint_every_steps = checkpoint_every_steps
         self.log_every_steps = log_every_steps
+        self.jit_compile = jit_compile
         self.chief = distribution.is_chief()
         with strategy.scope():
             self.optimizer = keras.optimizers.Adam(
                 learning_rate, use_ema=bool(ema_momentum),
                 ema_momentum=ema_momentum or 0.99)
+            if loss_scale:
+                self.optimizer = keras.optimizers.LossScaleOptimizer(
+                    self.optimizer)
             self.optimizer.build(model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -158,18 +167,33 @@ class Trainer:
                 if model.losses:
                     loss += tf.nn.scale_regularization_loss(
                         tf.add_n(model.losses))
-            gradients = tape.gradient(loss, model.trainable_variables)
+                scaled = optimizer.scale_loss(loss)  # float16: precision.py
+            gradients = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(gradients,
                                           model.trainable_variables))
             if self.after_step is not None:
                 self.after_step()
             return loss
 
-        @tf.function(reduce_retracing=True)
         def train_step(batch):
-            per_replica = self.strategy.run(step_fn, args=(batch,))
+            per_replica = self.strategy.run(replica_step, args=(batch,))
             return self.strategy.reduce(tf.distribute.ReduceOp.SUM,
                                         per_replica, axis=None)
+
+        if not self.jit_compile:
+            replica_step = step_fn
+            return tf.function(train_step, reduce_retracing=True)
+        compiled = tf.function(step_fn, jit_compile=True)
+
+        def replica_step(batch):
+            """XLA takes no strings: the ids stay out of the step."""
+            return compiled({key: value for key, value in batch.items()
+                             if isinstance(value, dict)
+                             or value.dtype != tf.string})
+        # Called eagerly, so that XLA compiles each batch shape as it comes:
+        # inside a tf.function traced for open shapes, XLA's dynamic-shape
+        # inference aborted the process (TF 2.21, CPU).
+        return train_step
         return train_step
 
     def _trace_for_any_batch_size(self, element_spec, batch):
@@ -258,7 +282,7 @@ class Trainer:
             progress = keras.utils.Progbar(target, stateful_metrics=["loss"],
                                            verbose=1 if self.chief else 0)
             for batch in read(batches):
-                if not self._traced:
+                if not (self._traced or self.jit_compile):
                     self._trace_for_any_batch_size(batches.element_spec, batch)
                 loss = float(self._train_step(batch))
                 self.step.assign_add(1)
