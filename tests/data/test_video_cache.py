@@ -122,6 +122,20 @@ def test_killed_build_resumes_without_reading_finished_files(
                                             "cache"]
 
 
+def test_a_torn_key_file_of_a_killed_build_is_rebuilt(tmp_path, two_files):
+    """A build killed while writing `<cache>.tmp/key.json` left it half
+    written; the rerun starts afresh instead of failing on every run."""
+    cache_dir = str(tmp_path / "cache")
+    os.makedirs(cache_dir + ".tmp")
+    with open(os.path.join(cache_dir + ".tmp", "key.json"), "w") as handle:
+        handle.write('{"input_files": [["a.tfr')
+    video_cache.build(cache_dir, two_files, SPEC, vocabulary_size=VOCABULARY)
+    assert video_cache.is_current(cache_dir, two_files, SPEC,
+                                  vocabulary_size=VOCABULARY)
+    assert sorted(per_video(video_cache.dataset(cache_dir, 2))) == \
+        sorted(LENGTHS)
+
+
 @pytest.mark.parametrize("random_frames", [False, True])
 def test_sampled_frames_come_from_each_video(tmp_path, two_files,
                                              random_frames):

@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from yt8m_segments.atomic import atomic_open
+
 MANIFEST = "manifest.json"
 
 
@@ -108,8 +110,7 @@ def build(cache_dir, key, write, resumable=False):
     cache_dir = cache_dir.rstrip("/")
     tmp_dir = cache_dir + ".tmp"
     key_path = os.path.join(tmp_dir, KEY_FILE)
-    if not (resumable and os.path.exists(key_path)
-            and _read_json(key_path) == key):
+    if not (resumable and _read_key(key_path) == key):
         shutil.rmtree(tmp_dir, ignore_errors=True)  # another build's leftovers
         os.makedirs(tmp_dir)
         _write_json(key_path, key)
@@ -154,8 +155,18 @@ def _read_json(path):
         return json.load(handle)
 
 
+def _read_key(path):
+    """A resumable build's key, None if absent or torn (a build killed in
+    its first write: found by bench/kill_points.py's review)."""
+    try:
+        return _read_json(path)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def _write_json(path, value):
-    with open(path, "w") as handle:
+    """Written whole or not at all (temp + rename)."""
+    with atomic_open(path) as handle:
         json.dump(value, handle, indent=1)
 
 
