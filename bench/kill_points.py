@@ -314,7 +314,10 @@ def half_written(output, root, found, expected):
         return os.path.join(base, rel) if rel else base
     bad = []
     for rel, ref in trusted(output.kind, os.path.join(root, output.path)).items():
-        value = found.get(key(output.path, rel))
+        # A resumable build's finished parts sit in its `<cache>.tmp/`,
+        # which `snapshot` leaves out as unfinished: digest them here.
+        value = found.get(key(output.path, rel)) or _safe_digest(
+            os.path.join(root, output.path, rel))
         if value != expected.get(key(output.reference, ref)) and not (
                 rel.startswith("best/") and _best_so_far(
                     value, key(output.reference, ref), expected)):

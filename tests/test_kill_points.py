@@ -78,6 +78,29 @@ def test_half_written_outputs_are_the_trusted_ones_that_differ(tmp_path):
 
 
 
+def test_finished_parts_of_an_unfinished_build_are_compared(tmp_path):
+    """A resumable build's finished part in `<cache>.tmp/parts/N/` (its
+    sizes.json written) is compared with the finished cache's part: equal
+    is no failure (the snapshot leaves `.tmp` directories out, which once
+    read as half written), different is half written."""
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    write(reference / "video_cache" / "parts" / "00000" / "frames.bin", "abc")
+    write(reference / "video_cache" / "parts" / "00000" / "sizes.json", "{}")
+    part = killed / "video_cache.tmp" / "parts" / "00000"
+    write(part / "frames.bin", "abc")
+    write(part / "sizes.json", "{}")
+    write(killed / "video_cache.tmp" / "parts" / "00001.tmp" / "frames.bin",
+          "a")
+    output = kill_points.Output("parts", "video_cache.tmp", "video_cache")
+    expected = kill_points.snapshot(str(reference))
+    assert kill_points.half_written(
+        output, str(killed), kill_points.snapshot(str(killed)), expected) == []
+    write(part / "frames.bin", "abd")
+    assert kill_points.half_written(
+        output, str(killed), kill_points.snapshot(str(killed)), expected) == [
+            "video_cache.tmp/parts/00000/frames.bin"]
+
+
 def test_a_killed_runs_best_is_an_earlier_checkpoints_weights():
     """best/ follows validation, so a killed run's may be step 4's where the
     finished run's is step 10's: whole, but not the final one."""
