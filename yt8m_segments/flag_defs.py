@@ -256,7 +256,7 @@ def generated_data():
 GROUPS = (
     ("run and model", ("train_dir", "batch_size", "model_hparams",
                        "num_classes", "feature_names", "feature_sizes", "seed",
-                       "output_dir")),
+                       "output_dir", "mixed_precision", "jit_compile")),
     ("input records", ("eval_data_pattern", "input_data_pattern",
                        "context_frames", "compression", "skip_corrupt_records",
                        "frame_features", "max_frames", "num_folds", "fold",
