@@ -137,7 +137,8 @@ def main(argv):
                 flag_defs.data_files(FLAGS.eval_data_pattern, holdout=True),
                 FLAGS.gap_k, FLAGS.batch_size, FLAGS.num_classes,
                 FLAGS.max_frames, FLAGS.frame_features,
-                flag_defs.input_options())
+                flag_defs.input_options(), FLAGS.mixed_precision,
+                FLAGS.jit_compile)
             print(f"GAP@{FLAGS.gap_k} {value:.6f}")
             return
         value = evaluate.evaluate_model(
@@ -145,7 +146,9 @@ def main(argv):
             FLAGS.segment_labels_file, FLAGS.num_classes,
             files=flag_defs.data_files(FLAGS.eval_data_pattern, holdout=True),
             context_frames=flag_defs.context_frames_override(),
-            input_options=flag_defs.input_options())
+            input_options=flag_defs.input_options(),
+            mixed_precision=FLAGS.mixed_precision,
+            jit_compile=FLAGS.jit_compile)
     elif FLAGS.submission_file and FLAGS.ground_truth_file:
         value = evaluate.evaluate_submission(FLAGS.submission_file, FLAGS.ground_truth_file,
                                     k, FLAGS.per_class_file)

@@ -28,13 +28,13 @@ flags.DEFINE_string("feature_names", ",".join(records.DEFAULT_FEATURE_NAMES),
                     "Comma-separated per-frame features to read.")
 MIXED_PRECISION = flags.DEFINE_enum(
     "mixed_precision", precision.FLOAT32, list(precision.POLICIES),
-    "Precision of train.py's and inference.py's steps (yt8m_segments/precision.py): "
+    "Precision of the train, inference and eval steps (yt8m_segments/precision.py): "
     "mixed_bfloat16 (CPUs with AMX or AVX512-BF16, TPUs, GPUs from Ampere) "
     "or mixed_float16 (GPUs; the loss is scaled) run the matrix products in "
     "16 bits, weights, statistics and probabilities staying float32. Runs "
     "are saved in float32 whatever trained them.")
 JIT_COMPILE = flags.DEFINE_bool(
-    "jit_compile", False, "Compile train.py's and inference.py's steps with XLA.")
+    "jit_compile", False, "Compile the train, inference and eval steps with XLA.")
 FEATURE_SIZES = flags.DEFINE_string("feature_sizes",
                     ",".join(str(s) for s in records.DEFAULT_FEATURE_SIZES),
                     "Comma-separated widths of --feature_names.")

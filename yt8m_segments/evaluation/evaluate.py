@@ -8,6 +8,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from yt8m_segments import precision
 from yt8m_segments.postprocess import cache as cache_lib
 from yt8m_segments.evaluation import metrics
 from yt8m_segments.postprocess import refine
@@ -47,11 +48,13 @@ def evaluate_submission(submission_file, ground_truth_file, k,
 
 def evaluate_model(eval_data_pattern, train_dir, k, batch_size=64,
                    segment_labels_file=None, num_classes=records.NUM_CLASSES, files=None,
-                   context_frames=None, input_options=None):
+                   context_frames=None, input_options=None,
+                   mixed_precision=precision.FLOAT32, jit_compile=False):
     """MAP@k of the model in `train_dir` on the rated segments of the records.
 
     Every rated segment is ranked per class, then scored as a submission would
-    be: unrated pairs are removed after truncation to k.
+    be: unrated pairs are removed after truncation to k. The model runs under
+    `mixed_precision` (precision.py), compiled by XLA with `jit_compile`.
     """
     run = run_artifacts.Run(train_dir)
     files = files or views.list_files(eval_data_pattern)
@@ -62,27 +65,33 @@ def evaluate_model(eval_data_pattern, train_dir, k, batch_size=64,
         vocabulary_size=num_classes, files=files,
         context_frames=run.context_frames(context_frames),
         quantized=True, **(input_options or {}))
-    return validation.rated_segment_map(run.model, dataset, files, class_ids,
+    return validation.rated_segment_map(run.model_in(mixed_precision), dataset,
+                                        files, class_ids,
                                         run.columns_for(class_ids), k,
-                                        mean_frame=run.reads_mean_frame)
+                                        mean_frame=run.reads_mean_frame,
+                                        jit_compile=jit_compile)
 
 
 def evaluate_model_gap(train_dir, files, k=20, batch_size=64,
                        num_classes=records.NUM_CLASSES, max_frames=records.MAX_FRAMES, frame_features=True,
-                       input_options=None):
+                       input_options=None, mixed_precision=precision.FLOAT32,
+                       jit_compile=False):
     """GAP@k of the model in `train_dir` over whole videos of `files`.
 
     Frame records (first `max_frames` frames), or 2018 video-level records
     (`frame_features=False`, features `mean_<name>`). Streamed: only each
     video's top-k predictions are kept. Every video label counts as a
-    positive, also one outside the model's classes.
+    positive, also one outside the model's classes. `mixed_precision`,
+    `jit_compile`: as evaluate_model's.
     """
     run = run_artifacts.Run(train_dir)
     dataset = validation.whole_video_dataset(
         files, run.feature_spec, num_classes, batch_size, max_frames,
         frame_features, input_options)
-    return validation.video_gap(run.model, dataset, files, run.class_ids, k,
-                                mean_frame=run.reads_mean_frame)
+    return validation.video_gap(run.model_in(mixed_precision), dataset, files,
+                                run.class_ids, k,
+                                mean_frame=run.reads_mean_frame,
+                                jit_compile=jit_compile)
 
 
 def read_record_labels(files, compression="auto", batch_size=256):

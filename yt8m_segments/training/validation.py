@@ -23,17 +23,17 @@ def ground_truth_from_ratings(segment_ids, labels, rated, class_ids):
 
 
 def rated_segment_map(model, dataset, files, class_ids, columns, k,
-                      mean_frame=False):
+                      mean_frame=False, jit_compile=False):
     """MAP@k of `model` over a rated-segment dataset (views.rated_segment_dataset).
 
     `columns` picks the model outputs of `class_ids`. Every rated segment is
     ranked per class, then unrated pairs are removed after truncation to k.
     `mean_frame`: feed the model each window's mean frame (a run trained on
-    video-level records).
+    video-level records). `jit_compile`: the forward pass compiled by XLA.
     """
     column_index = tf.constant(columns, tf.int32)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, jit_compile=jit_compile)
     def forward(frames, mask):
         probabilities = model({"frames": frames, "mask": mask}, training=False)
         return tf.gather(probabilities, column_index, axis=1)
@@ -59,7 +59,8 @@ def rated_segment_map(model, dataset, files, class_ids, columns, k,
     return metrics.segment_map_at_k(ranked, ground_truth, k)
 
 
-def video_gap(model, dataset, files, class_ids, k=20, mean_frame=False):
+def video_gap(model, dataset, files, class_ids, k=20, mean_frame=False,
+              jit_compile=False):
     """GAP@k of `model` (outputs over `class_ids`) over a whole-video dataset.
 
     `dataset`: `views.video_dataset` or `video_level_dataset` (labels over
@@ -70,7 +71,8 @@ def video_gap(model, dataset, files, class_ids, k=20, mean_frame=False):
     columns = np.asarray(class_ids)
     gap = metrics.GapAccumulator(k)
     num_positives = 0
-    predictor = predict.Predictor(model, id_key="id", mean_frame=mean_frame)
+    predictor = predict.Predictor(model, id_key="id", mean_frame=mean_frame,
+                                  jit_compile=jit_compile)
     for _, probabilities, extras in predictor.batches(dataset, files,
                                                       ("labels",)):
         labels = extras["labels"]
