@@ -12,6 +12,8 @@ import os
 import keras
 import numpy as np
 
+from yt8m_segments import precision
+
 # bfloat16 keeps 8 mantissa bits: outputs agree with float32 to ~1%.
 MIXED_POLICY = "mixed_bfloat16"
 MIXED_TOLERANCE = 5e-2
@@ -91,13 +93,9 @@ def _check_mixed_precision(layer_cls, init_kwargs, trained, input_data, mask,
     """The layer built under the global mixed policy (as a mixed-precision
     run builds its model), with float32's weights: variables stay float32,
     outputs are `output_dtype` and near float32's."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(MIXED_POLICY)
-    try:
+    with precision.policy_scope(MIXED_POLICY):
         layer = layer_cls(**init_kwargs)
         model = _functional(layer, input_data, mask)
-    finally:
-        keras.config.set_dtype_policy(previous)
     model.set_weights(trained.get_weights())
     assert all(w.dtype == "float32" for w in layer.weights)
     output = model(feed, training=False)

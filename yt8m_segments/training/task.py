@@ -145,10 +145,10 @@ class TrainConfig:
         if self.stage not in STAGES:
             raise app.UsageError(f"stage must be one of {', '.join(STAGES)}, "
                                  f"not {self.stage!r}")
-        if self.mixed_precision not in precision.POLICIES:
-            raise app.UsageError(
-                f"--mixed_precision must be one of "
-                f"{', '.join(precision.POLICIES)}, not {self.mixed_precision!r}")
+        try:
+            precision.check_policy(self.mixed_precision)
+        except ValueError as error:
+            raise app.UsageError(f"--mixed_precision: {error}") from None
         if self.jit_compile and self.strategy != "default":
             raise app.UsageError(
                 "--jit_compile compiles one device's step: use it with "

@@ -175,26 +175,26 @@ class Trainer:
                 self.after_step()
             return loss
 
+        replica_step = step_fn
+        if self.jit_compile:
+            compiled = tf.function(step_fn, jit_compile=True)
+
+            def replica_step(batch):
+                """XLA takes no strings: the ids stay out of the step."""
+                return compiled({key: value for key, value in batch.items()
+                                 if isinstance(value, dict)
+                                 or value.dtype != tf.string})
+
         def train_step(batch):
             per_replica = self.strategy.run(replica_step, args=(batch,))
             return self.strategy.reduce(tf.distribute.ReduceOp.SUM,
                                         per_replica, axis=None)
-
-        if not self.jit_compile:
-            replica_step = step_fn
-            return tf.function(train_step, reduce_retracing=True)
-        compiled = tf.function(step_fn, jit_compile=True)
-
-        def replica_step(batch):
-            """XLA takes no strings: the ids stay out of the step."""
-            return compiled({key: value for key, value in batch.items()
-                             if isinstance(value, dict)
-                             or value.dtype != tf.string})
-        # Called eagerly, so that XLA compiles each batch shape as it comes:
-        # inside a tf.function traced for open shapes, XLA's dynamic-shape
-        # inference aborted the process (TF 2.21, CPU).
-        return train_step
-        return train_step
+        # With XLA it is called eagerly, so that XLA compiles each batch
+        # shape as it comes: inside a tf.function traced for open shapes,
+        # XLA's dynamic-shape inference aborted the process (TF 2.21, CPU).
+        if self.jit_compile:
+            return train_step
+        return tf.function(train_step, reduce_retracing=True)
 
     def _trace_for_any_batch_size(self, element_spec, batch):
         """Trace the train step once for every batch size, before the first
